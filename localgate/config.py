@@ -1,0 +1,401 @@
+"""Settings: defaults < config.toml < LOCALGATE_* env < command-line flags.
+
+Scalar settings are data: :data:`SETTINGS` lists each one with its default and
+help text (docs/config.md documents every one, and a test checks that). Lists
+(``[[channels]]``, ``[[models]]``) come from the TOML file only.
+
+Errors name the file, the key and the fix, and are raised as
+:class:`~localgate.errors.ConfigError`; the CLI prints them as one line.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localgate.errors import ConfigError, MoneyError
+from localgate.money import currency
+
+CHANNEL_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "demo")
+SETTLEMENTS = ("official", "routed")
+PAYMENT_PROVIDERS = ("sandbox", "stripe", "hosted")
+PAYMENT_METHODS = ("card", "wechat_pay", "alipay")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # dotted TOML path; env is LOCALGATE_ + name upper-cased, dots -> _
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "LOCALGATE_" + self.name.upper().replace(".", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.host", "127.0.0.1", "Address to bind. Anything but loopback needs --allow-remote."),
+    Setting("server.port", 4311, "Port for the gateway and the wallet UI."),
+    Setting("server.allowed_hosts", [], "Extra Host names accepted besides loopback names."),
+    Setting("server.max_body_bytes", 20 * 1024 * 1024, "Largest request body accepted (413 above)."),
+    Setting("server.store_prompts", False, "Store prompt and completion bodies with receipts."),
+    Setting("payments.provider", "sandbox", "Payment provider: sandbox, stripe or hosted."),
+    Setting("payments.stripe.secret_key_env", "STRIPE_SECRET_KEY", "Env var holding the Stripe secret key."),
+    Setting("payments.stripe.webhook_secret_env", "STRIPE_WEBHOOK_SECRET", "Env var holding the webhook signing secret."),
+    Setting("payments.stripe.api_base", "", "A Stripe-compatible API base URL (tests); empty for Stripe."),
+    Setting("payments.stripe.methods", ["card", "wechat_pay", "alipay"], "Payment methods offered at checkout."),
+    Setting("hosted.base_url", "", "Base URL of the hosted service; empty means offline."),
+    Setting("hosted.token_env", "LOCALGATE_HOSTED_TOKEN", "Env var holding the hosted account token."),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    id: str
+    kind: str
+    base_url: str
+    api_key: str | None
+    settlement: str
+    timeout: float = 600.0
+    connect_timeout: float = 5.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the key
+        key = "set" if self.api_key else "none"
+        return f"ChannelSettings(id={self.id!r}, kind={self.kind!r}, base_url={self.base_url!r}, api_key={key})"
+
+
+@dataclass(frozen=True)
+class WalletSettings:
+    id: str
+    name: str
+    settlement: str
+    currency: str
+
+
+DEFAULT_WALLETS = (
+    WalletSettings("credit", "Credit", "official", "USD"),
+    WalletSettings("routed", "Routed balance", "routed", "CNY"),
+)
+DEFAULT_CHANNELS = (
+    ChannelSettings("demo", "demo", "", None, "official"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    config_path: Path | None
+    values: Mapping[str, Any]
+    channels: tuple[ChannelSettings, ...] = DEFAULT_CHANNELS
+    models: tuple[Mapping[str, Any], ...] = ()  # raw [[models]]; validated by the catalog
+    wallets: tuple[WalletSettings, ...] = DEFAULT_WALLETS
+    admin_token: str = field(default="", repr=False)
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def host(self) -> str:
+        return str(self.values["server.host"])
+
+    @property
+    def port(self) -> int:
+        return int(self.values["server.port"])
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "localgate.db"
+
+    @property
+    def base_url(self) -> str:
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def wallet(self, wallet_id: str) -> WalletSettings | None:
+        return next((w for w in self.wallets if w.id == wallet_id), None)
+
+
+def default_data_dir() -> Path:
+    import platformdirs  # imported late: only needed when no dir is given
+
+    return Path(platformdirs.user_data_dir("localgate", appauthor=False))
+
+
+def resolve_data_dir(flag: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    if flag:
+        return Path(flag).expanduser()
+    if env.get("LOCALGATE_DATA_DIR"):
+        return Path(env["LOCALGATE_DATA_DIR"]).expanduser()
+    return default_data_dir()
+
+
+def load_settings(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    create: bool = True,
+) -> Settings:
+    """Build :class:`Settings` from every source, validating as it goes.
+
+    ``overrides`` are command-line flags by setting name (``{"server.port": 8080}``).
+    With ``create`` the data dir and the admin token file are made if missing.
+    """
+    env = os.environ if env is None else env
+    ddir = resolve_data_dir(data_dir, env)
+    path = _config_path(config_path, ddir, env)
+    raw = _read_toml(path) if path else {}
+    where = str(path) if path else "defaults"
+
+    values = {s.name: s.default for s in SETTINGS}
+    _apply_file_values(values, raw, where)
+    for s in SETTINGS:
+        if s.env in env:
+            values[s.name] = _coerce(s, env[s.env], s.env)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _check_type(_BY_NAME[name], value, f"--{name.split('.')[-1]}")
+    _validate_values(values, where)
+
+    channels = _parse_channels(raw.get("channels"), where, env)
+    models = _parse_models(raw.get("models"), where, {c.id for c in channels})
+    wallets = _parse_wallets(raw.get("wallets"), where)
+    if create:
+        ddir.mkdir(parents=True, exist_ok=True)
+    token = env.get("LOCALGATE_ADMIN_TOKEN") or _admin_token(ddir, create=create)
+    return Settings(ddir, path, values, channels, models, wallets, token)
+
+
+def _config_path(flag: Any, ddir: Path, env: Mapping[str, str]) -> Path | None:
+    if flag:
+        return Path(flag).expanduser()
+    if env.get("LOCALGATE_CONFIG"):
+        return Path(env["LOCALGATE_CONFIG"]).expanduser()
+    candidate = ddir / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check --config / LOCALGATE_CONFIG") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the config file (permission denied); fix its mode") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; --config needs a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8 text; save the file as UTF-8") from None
+
+
+def _apply_file_values(values: dict[str, Any], raw: Mapping[str, Any], where: str) -> None:
+    known_tables = {"server", "payments", "hosted", "channels", "models", "wallets"}
+    for key in raw:
+        if key not in known_tables:
+            raise ConfigError(f"{where}: unknown table [{key}]; known: {', '.join(sorted(known_tables))}")
+
+    def walk(table: Mapping[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            name = f"{prefix}.{key}"
+            if name in _BY_NAME:
+                values[name] = _check_type(_BY_NAME[name], value, f"{where}: {name}")
+            elif isinstance(value, dict) and any(s.startswith(name + ".") for s in _BY_NAME):
+                walk(value, name)
+            else:
+                raise ConfigError(f"{where}: unknown key {name}; see docs/config.md for the settings")
+
+    for table in ("server", "payments", "hosted"):
+        section = raw.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: [{table}] must be a table")
+        walk(section, table)
+
+
+def _check_type(setting: Setting, value: Any, where: str) -> Any:
+    expected = type(setting.default)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{where}: expected {expected.__name__}, got {value!r}; default is {setting.default!r}"
+    )
+
+
+def _coerce(setting: Setting, text: str, where: str) -> Any:
+    expected = type(setting.default)
+    if expected is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {text!r}")
+    if expected is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a whole number, got {text!r}") from None
+    if expected is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _validate_values(values: Mapping[str, Any], where: str) -> None:
+    port = values["server.port"]
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: server.port must be 0-65535, got {port}")
+    provider = values["payments.provider"]
+    if provider not in PAYMENT_PROVIDERS:
+        raise ConfigError(
+            f"{where}: payments.provider: unknown provider {provider!r}; use one of {', '.join(PAYMENT_PROVIDERS)}"
+        )
+    for method in values["payments.stripe.methods"]:
+        if method not in PAYMENT_METHODS:
+            raise ConfigError(
+                f"{where}: payments.stripe.methods: unknown method {method!r}; use {', '.join(PAYMENT_METHODS)}"
+            )
+    if values["server.max_body_bytes"] < 1024:
+        raise ConfigError(f"{where}: server.max_body_bytes must be at least 1024")
+
+
+def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[ChannelSettings, ...]:
+    if raw is None:
+        return DEFAULT_CHANNELS
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: channels must be an array of tables: [[channels]]")
+    channels: list[ChannelSettings] = []
+    for i, item in enumerate(raw):
+        at = f"{where}: channels[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at} must be a table")
+        cid = item.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise ConfigError(f"{at}.id is required (a short name such as \"openai\")")
+        at = f"{where}: channels[{i}] ({cid})"
+        if cid in {c.id for c in channels}:
+            raise ConfigError(f"{at}.id: duplicate channel id {cid!r}")
+        kind = item.get("kind")
+        if kind not in CHANNEL_KINDS:
+            raise ConfigError(f"{at}.kind: unknown channel kind {kind!r}; use one of {', '.join(CHANNEL_KINDS)}")
+        settlement = item.get("settlement", "official")
+        if settlement not in SETTLEMENTS:
+            raise ConfigError(f"{at}.settlement: must be official or routed, got {settlement!r}")
+        base_url = item.get("base_url", "")
+        if kind != "demo" and not (isinstance(base_url, str) and base_url.startswith(("http://", "https://"))):
+            raise ConfigError(f"{at}.base_url: must be an http(s) URL such as https://api.openai.com/v1")
+        api_key = None
+        key_env = item.get("api_key_env")
+        if key_env is not None:
+            if not isinstance(key_env, str):
+                raise ConfigError(f"{at}.api_key_env: must be the name of an environment variable")
+            api_key = env.get(key_env) or None
+        if "api_key" in item:
+            raise ConfigError(f"{at}.api_key: keys do not belong in config.toml; set api_key_env instead")
+        timeout = item.get("timeout", 600.0)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(f"{at}.timeout: must be a positive number of seconds")
+        headers = item.get("headers", {})
+        options = item.get("options", {})
+        if not isinstance(headers, dict) or not isinstance(options, dict):
+            raise ConfigError(f"{at}: headers and options must be tables")
+        channels.append(ChannelSettings(
+            cid, kind, base_url.rstrip("/") if isinstance(base_url, str) else "", api_key,
+            settlement, float(timeout), headers=headers, options=options,
+        ))
+    # The offline demo channel stays available unless a channel takes its id.
+    if not any(c.id == "demo" for c in channels):
+        channels.extend(DEFAULT_CHANNELS)
+    return tuple(channels)
+
+
+def _parse_models(raw: Any, where: str, channel_ids: set[str]) -> tuple[Mapping[str, Any], ...]:
+    """Check the [[models]] shape and prices here so start-up fails early and clearly."""
+    from localgate.core.pricing import Price
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: models must be an array of tables: [[models]]")
+    for i, model in enumerate(raw):
+        at = f"{where}: models[{i}]"
+        if not isinstance(model, dict) or not isinstance(model.get("id"), str) or not model["id"]:
+            raise ConfigError(f"{at}.id is required (the model id clients send)")
+        at = f"{where}: models[{i}] ({model['id']})"
+        routes = model.get("routes", [])
+        if not isinstance(routes, list):
+            raise ConfigError(f"{at}.routes must be an array of tables: [[models.routes]]")
+        for j, route in enumerate(routes):
+            rat = f"{at}.routes[{j}]"
+            if not isinstance(route, dict):
+                raise ConfigError(f"{rat} must be a table")
+            channel = route.get("channel")
+            if channel not in channel_ids and channel not in {"demo", "hosted"}:
+                raise ConfigError(f"{rat}.channel: no channel {channel!r}; define it under [[channels]]")
+            if "settlement" in route and route["settlement"] not in SETTLEMENTS:
+                raise ConfigError(f"{rat}.settlement: must be official or routed")
+            price = route.get("price")
+            if not isinstance(price, dict):
+                raise ConfigError(f"{rat}.price is required, e.g. {{ currency = \"USD\", input = \"0.15\", output = \"0.60\" }}")
+            try:
+                currency(price.get("currency", ""))
+                Price.from_mapping(price, what=f"{rat}.price")
+            except (MoneyError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}; prices are decimal strings per 1M tokens, e.g. \"0.15\"") from None
+    return tuple(raw)
+
+
+def _parse_wallets(raw: Any, where: str) -> tuple[WalletSettings, ...]:
+    if raw is None:
+        return DEFAULT_WALLETS
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: wallets must be an array of tables: [[wallets]]")
+    wallets = list(DEFAULT_WALLETS)
+    for i, item in enumerate(raw):
+        at = f"{where}: wallets[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise ConfigError(f"{at}.id is required")
+        if item.get("settlement") not in SETTLEMENTS:
+            raise ConfigError(f"{at}.settlement: must be official or routed")
+        try:
+            code = currency(item.get("currency", "")).code
+        except MoneyError as exc:
+            raise ConfigError(f"{at}.currency: {exc}") from None
+        wallet = WalletSettings(item["id"], str(item.get("name", item["id"])), item["settlement"], code)
+        wallets = [w for w in wallets if w.id != wallet.id] + [wallet]
+    return tuple(wallets)
+
+
+def _admin_token(ddir: Path, *, create: bool) -> str:
+    path = ddir / "admin-token"
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the admin token ({exc.strerror}); fix its mode") from None
+    if not create:
+        return ""
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token

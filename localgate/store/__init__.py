@@ -1,0 +1,72 @@
+"""SQLite storage: the database file, its one writer and its readers.
+
+``Store.open(path)`` migrates the schema, creates the configured wallets and
+starts the writer thread. Writes go through ``await store.write(fn, ...)`` (or
+``store.write_sync``); reads use ``store.read()``, a per-thread connection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from localgate.store import ledger as ledger_store
+from localgate.store import migrations
+from localgate.store.db import open_db
+from localgate.store.writer import Writer
+
+T = TypeVar("T")
+
+
+class Store:
+    def __init__(self, path: str | Path, writer: Writer) -> None:
+        self.path = Path(path)
+        self.writer = writer
+        # Identifies this process's holds, so start-up recovery knows whose they are.
+        self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, *, wallets: Iterable[Any] = ()) -> Store:
+        conn = open_db(path)
+        try:
+            migrations.apply(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            ledger_store.ensure_wallets(conn, wallets)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return cls(path, Writer(path).start())
+
+    def read(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_db(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.writer.run(fn, *args)
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.writer.run_sync(fn, *args)
+
+    def recover(self) -> list[str]:
+        """Release holds left open by an earlier process (reason ``recovered``)."""
+        return self.write_sync(lambda c: ledger_store.recover_holds(c, keep_owner=self.owner))
+
+    def close(self) -> None:
+        self.writer.close()
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,389 @@
+"""The ledger in SQLite: posting entries, holds, balances, verification.
+
+Write functions take the writer's connection (they run inside its
+transaction); read functions take any connection. Rules are checked here,
+inside the transaction, so no interleaving can break them:
+
+- postings balance (``core.ledger`` refuses the draft otherwise);
+- a ``wallet:`` account never goes below zero;
+- the same idempotency key twice returns the first entry;
+- each entry carries the hash of the one before.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from localgate.core import ledger as core
+from localgate.core.ledger import EntryDraft, Posting, StoredEntry, WalletBalance
+from localgate.errors import HoldClosed, InsufficientFunds, NotFound, WalletFrozen
+from localgate.money import format_money
+from localgate.store.db import utcnow
+
+
+def new_hold_id() -> str:
+    return "hd_" + secrets.token_hex(8)
+
+
+# -- writes (inside the writer's transaction) ---------------------------------
+
+
+def post_entry(conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None = None) -> StoredEntry:
+    """Store ``draft``; with an idempotency key seen before, return that entry instead."""
+    if draft.idempotency_key is not None:
+        row = conn.execute(
+            "SELECT id FROM entries WHERE idempotency_key = ?", (draft.idempotency_key,)
+        ).fetchone()
+        if row is not None:
+            return load_entry(conn, row[0])
+    wallet = None
+    if draft.wallet_id is not None:
+        wallet = _wallet_row(conn, draft.wallet_id)
+        if wallet["currency"] != draft.currency:
+            raise core.LedgerError(
+                f"wallet {draft.wallet_id} holds {wallet['currency']}, not {draft.currency}")
+
+    for posting in draft.postings:
+        _apply_posting(conn, posting)
+
+    balance_after = held_after = 0
+    if draft.wallet_id is not None:
+        balance_after, held_after = _wallet_sums(conn, draft.wallet_id, draft.currency)
+    prev = conn.execute("SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+    entry_id = (prev[0] + 1) if prev else 1
+    prev_hash = prev[1] if prev else core.GENESIS_HASH
+    created_at = now or utcnow()
+    digest = core.entry_hash(prev_hash, entry_id, created_at, draft, balance_after, held_after)
+    amount, _held = draft.wallet_deltas()
+    conn.execute(
+        "INSERT INTO entries (id, created_at, kind, wallet_id, currency, amount_micros, "
+        "balance_after_micros, held_after_micros, memo, idempotency_key, reverses_id, hold_id, "
+        "receipt_id, topup_id, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (entry_id, created_at, draft.kind, draft.wallet_id, draft.currency, amount,
+         balance_after, held_after, draft.memo, draft.idempotency_key, draft.reverses_id,
+         draft.hold_id, draft.receipt_id, draft.topup_id, prev_hash, digest),
+    )
+    conn.executemany(
+        "INSERT INTO postings (entry_id, seq, account, currency, amount_micros) VALUES (?,?,?,?,?)",
+        [(entry_id, i, p.account, p.currency, p.amount) for i, p in enumerate(draft.postings)],
+    )
+    return StoredEntry(entry_id, created_at, draft, balance_after, held_after, prev_hash, digest)
+
+
+def _apply_posting(conn: sqlite3.Connection, posting: Posting) -> None:
+    conn.execute(
+        "INSERT INTO accounts (id, currency, balance_micros) VALUES (?, ?, ?) "
+        "ON CONFLICT (id, currency) DO UPDATE SET balance_micros = balance_micros + excluded.balance_micros",
+        (posting.account, posting.currency, posting.amount),
+    )
+    if posting.amount < 0 and posting.account.startswith(("wallet:", "hold:")):
+        (balance,) = conn.execute(
+            "SELECT balance_micros FROM accounts WHERE id = ? AND currency = ?",
+            (posting.account, posting.currency),
+        ).fetchone()
+        if balance < 0:
+            wallet_id = posting.account.partition(":")[2]
+            available = balance - posting.amount
+            raise InsufficientFunds(
+                f"wallet {wallet_id!r} has {format_money(available, posting.currency)} available, "
+                f"{format_money(-posting.amount, posting.currency)} needed",
+                wallet=wallet_id, needed=-posting.amount, available=available,
+            )
+
+
+def place_hold(
+    conn: sqlite3.Connection, wallet_id: str, amount: int, *, owner: str,
+    receipt_id: str | None = None, hold_id: str | None = None,
+) -> str:
+    """Reserve ``amount`` of the wallet's available money; returns the hold id."""
+    wallet = _wallet_row(conn, wallet_id)
+    if wallet["frozen"]:
+        raise WalletFrozen(
+            f"wallet {wallet_id!r} is frozen ({wallet['frozen_reason'] or 'see its ledger'}); "
+            "it takes no new requests until it is settled")
+    hold_id = hold_id or new_hold_id()
+    now = utcnow()
+    entry = post_entry(conn, core.hold_entry(wallet_id, wallet["currency"], amount, hold_id,
+                                             receipt_id=receipt_id), now=now)
+    conn.execute(
+        "INSERT INTO holds (id, wallet_id, currency, amount_micros, status, owner, receipt_id, "
+        "created_at, open_entry_id) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)",
+        (hold_id, wallet_id, wallet["currency"], amount, owner, receipt_id, now, entry.id),
+    )
+    return hold_id
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    entry: StoredEntry
+    charged: int  # what was actually charged (may be capped; see settle_hold)
+    capped: bool
+
+
+def settle_hold(
+    conn: sqlite3.Connection, hold_id: str, charge: int, *, receipt_id: str | None = None,
+    memo: str = "",
+) -> HoldOutcome:
+    """Charge ``charge`` against the hold and release the rest, in one entry.
+
+    A charge above the hold is taken from the wallet's free money as far as it
+    goes and capped there: the wallet never goes negative. Settling a closed
+    hold again returns the first outcome (idempotent).
+    """
+    hold = _hold_row(conn, hold_id)
+    if hold["status"] != "open":
+        if hold["close_entry_id"] is None:
+            raise HoldClosed(f"hold {hold_id} is {hold['status']}")
+        return HoldOutcome(load_entry(conn, hold["close_entry_id"]), hold["charge_micros"] or 0,
+                           False)
+    held, currency = hold["amount_micros"], hold["currency"]
+    capped = False
+    if charge > held:
+        free = _account_balance(conn, core.wallet_account(hold["wallet_id"]), currency)
+        if charge - held > free:
+            charge, capped = held + free, True
+    draft = core.settle_entry(hold["wallet_id"], currency, held, charge, hold_id,
+                              receipt_id=receipt_id, memo=memo)
+    entry = post_entry(conn, draft)
+    _close_hold(conn, hold_id, "settled" if charge else "released", memo or None, charge,
+                entry.id, receipt_id)
+    return HoldOutcome(entry, charge, capped)
+
+
+def release_hold(
+    conn: sqlite3.Connection, hold_id: str, *, reason: str, receipt_id: str | None = None,
+) -> StoredEntry:
+    hold = _hold_row(conn, hold_id)
+    if hold["status"] != "open":
+        if hold["close_entry_id"] is None:
+            raise HoldClosed(f"hold {hold_id} is {hold['status']}")
+        return load_entry(conn, hold["close_entry_id"])
+    draft = core.release_entry(hold["wallet_id"], hold["currency"], hold["amount_micros"],
+                               hold_id, reason=reason, receipt_id=receipt_id)
+    entry = post_entry(conn, draft)
+    _close_hold(conn, hold_id, "released", reason, 0, entry.id, receipt_id)
+    return entry
+
+
+def recover_holds(conn: sqlite3.Connection, *, keep_owner: str | None = None) -> list[str]:
+    """Release every open hold not owned by ``keep_owner`` with reason ``recovered``."""
+    rows = conn.execute(
+        "SELECT id FROM holds WHERE status = 'open' AND owner IS NOT ?", (keep_owner,)
+    ).fetchall()
+    for (hold_id,) in rows:
+        release_hold(conn, hold_id, reason="recovered")
+    return [r[0] for r in rows]
+
+
+def _close_hold(conn: sqlite3.Connection, hold_id: str, status: str, reason: str | None,
+                charge: int, entry_id: int, receipt_id: str | None) -> None:
+    conn.execute(
+        "UPDATE holds SET status = ?, reason = ?, charge_micros = ?, closed_at = ?, "
+        "close_entry_id = ?, receipt_id = COALESCE(?, receipt_id) WHERE id = ?",
+        (status, reason, charge, utcnow(), entry_id, receipt_id, hold_id),
+    )
+
+
+def ensure_wallets(conn: sqlite3.Connection, wallets: Any) -> None:
+    """Create configured wallets that do not exist yet (never changes existing ones)."""
+    now = utcnow()
+    for w in wallets:
+        conn.execute(
+            "INSERT INTO wallets (id, name, settlement, currency, created_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            (w.id, w.name, w.settlement, w.currency, now),
+        )
+
+
+# -- reads --------------------------------------------------------------------
+
+
+def _wallet_row(conn: sqlite3.Connection, wallet_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM wallets WHERE id = ?", (wallet_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no wallet {wallet_id!r}", code="unknown_wallet")
+    return row
+
+
+def _hold_row(conn: sqlite3.Connection, hold_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no hold {hold_id!r}")
+    return row
+
+
+def _account_balance(conn: sqlite3.Connection, account: str, currency: str) -> int:
+    row = conn.execute(
+        "SELECT balance_micros FROM accounts WHERE id = ? AND currency = ?", (account, currency)
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def _wallet_sums(conn: sqlite3.Connection, wallet_id: str, currency: str) -> tuple[int, int]:
+    free = _account_balance(conn, core.wallet_account(wallet_id), currency)
+    held = _account_balance(conn, core.hold_account(wallet_id), currency)
+    return free + held, held
+
+
+def wallet_balance(conn: sqlite3.Connection, wallet_id: str) -> WalletBalance:
+    wallet = _wallet_row(conn, wallet_id)
+    balance, held = _wallet_sums(conn, wallet_id, wallet["currency"])
+    return WalletBalance(wallet_id, wallet["currency"], balance, held)
+
+
+def list_wallets(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM wallets ORDER BY created_at, id").fetchall()
+    out = []
+    for row in rows:
+        bal = wallet_balance(conn, row["id"])
+        out.append({**dict(row), "balance_micros": bal.balance, "held_micros": bal.held,
+                    "available_micros": bal.available})
+    return out
+
+
+def load_entry(conn: sqlite3.Connection, entry_id: int) -> StoredEntry:
+    row = conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no ledger entry {entry_id}")
+    postings = conn.execute(
+        "SELECT account, currency, amount_micros FROM postings WHERE entry_id = ? ORDER BY seq",
+        (entry_id,)).fetchall()
+    return _stored(row, [Posting(*p) for p in postings])
+
+
+def _stored(row: sqlite3.Row, postings: list[Posting]) -> StoredEntry:
+    # Built without EntryDraft's checks: a tampered row must reach verify(), not crash it.
+    draft = object.__new__(EntryDraft)
+    for name, value in (
+        ("kind", row["kind"]), ("wallet_id", row["wallet_id"]), ("currency", row["currency"]),
+        ("postings", tuple(postings)), ("memo", row["memo"]),
+        ("idempotency_key", row["idempotency_key"]), ("reverses_id", row["reverses_id"]),
+        ("hold_id", row["hold_id"]), ("receipt_id", row["receipt_id"]),
+        ("topup_id", row["topup_id"]),
+    ):
+        object.__setattr__(draft, name, value)
+    return StoredEntry(row["id"], row["created_at"], draft, row["balance_after_micros"],
+                       row["held_after_micros"], row["prev_hash"], row["hash"])
+
+
+def entry_dict(entry: StoredEntry) -> dict[str, Any]:
+    d = entry.draft
+    amount, held = d.wallet_deltas()
+    return {
+        "id": entry.id, "kind": d.kind, "wallet": d.wallet_id, "currency": d.currency,
+        "amount_micros": amount, "held_delta_micros": held,
+        "balance_after_micros": entry.balance_after, "held_after_micros": entry.held_after,
+        "memo": d.memo, "created_at": entry.created_at, "receipt_id": d.receipt_id,
+        "topup_id": d.topup_id, "hold_id": d.hold_id, "reverses_id": d.reverses_id,
+        "idempotency_key": d.idempotency_key, "hash": entry.hash, "prev_hash": entry.prev_hash,
+        "postings": [{"account": p.account, "currency": p.currency, "amount_micros": p.amount}
+                     for p in d.postings],
+    }
+
+
+def wallet_entries(
+    conn: sqlite3.Connection, wallet_id: str, *, before: int | None = None, limit: int = 50,
+    kind: str | None = None,
+) -> list[sqlite3.Row]:
+    """A page of a wallet's statement, newest first (keyset pagination on id)."""
+    _wallet_row(conn, wallet_id)
+    sql = "SELECT * FROM entries WHERE wallet_id = ?"
+    args: list[Any] = [wallet_id]
+    if before is not None:
+        sql += " AND id < ?"
+        args.append(before)
+    if kind is not None:
+        sql += " AND kind = ?"
+        args.append(kind)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return conn.execute(sql, args).fetchall()
+
+
+# -- verification -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    entries: int
+    first_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "first_error": self.first_error}
+
+
+def verify(conn: sqlite3.Connection) -> VerifyReport:
+    """Recompute the hash chain, every balance and every hold; report the first mismatch.
+
+    Reads in one transaction so it sees a consistent snapshot while the
+    gateway keeps writing.
+    """
+    conn.execute("BEGIN")
+    try:
+        return _verify(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _verify(conn: sqlite3.Connection) -> VerifyReport:
+    sums: dict[tuple[str, str], int] = defaultdict(int)
+    prev_hash = core.GENESIS_HASH
+    expected_id = 1
+    count = 0
+    postings = conn.execute(
+        "SELECT entry_id, account, currency, amount_micros FROM postings ORDER BY entry_id, seq")
+    pending = next(postings, None)
+    for row in conn.execute("SELECT * FROM entries ORDER BY id"):
+        count += 1
+        entry_postings: list[Posting] = []
+        while pending is not None and pending[0] <= row["id"]:
+            if pending[0] == row["id"]:
+                entry_postings.append(Posting(pending[1], pending[2], pending[3]))
+            pending = next(postings, None)
+        entry = _stored(row, entry_postings)
+        where = f"entry {entry.id} ({entry.draft.kind}, {entry.created_at})"
+        if entry.id != expected_id:
+            return VerifyReport(False, count, f"{where}: expected entry id {expected_id}")
+        expected_id += 1
+        if entry.prev_hash != prev_hash:
+            return VerifyReport(False, count, f"{where}: prev_hash does not match entry {entry.id - 1}")
+        try:
+            core.check_balanced(entry.draft.postings)
+        except core.LedgerError as exc:
+            return VerifyReport(False, count, f"{where}: {exc}")
+        digest = core.entry_hash(prev_hash, entry.id, entry.created_at, entry.draft,
+                                 entry.balance_after, entry.held_after)
+        if digest != entry.hash:
+            return VerifyReport(False, count, f"{where}: hash mismatch (the entry was edited)")
+        for p in entry.draft.postings:
+            sums[(p.account, p.currency)] += p.amount
+            if p.account.startswith("wallet:") and sums[(p.account, p.currency)] < 0:
+                return VerifyReport(False, count, f"{where}: {p.account} went below zero")
+        wid = entry.draft.wallet_id
+        if wid is not None:
+            free = sums[(core.wallet_account(wid), entry.draft.currency)]
+            held = sums[(core.hold_account(wid), entry.draft.currency)]
+            if (free + held, held) != (entry.balance_after, entry.held_after):
+                return VerifyReport(False, count, f"{where}: recorded balance after does not match postings")
+        prev_hash = entry.hash
+    if pending is not None:
+        return VerifyReport(False, count, f"posting of unknown entry {pending[0]}")
+    for row in conn.execute("SELECT id, currency, balance_micros FROM accounts ORDER BY id, currency"):
+        if sums.get((row[0], row[1]), 0) != row[2]:
+            return VerifyReport(
+                False, count,
+                f"account {row[0]} {row[1]}: stored balance {row[2]} != sum of postings "
+                f"{sums.get((row[0], row[1]), 0)}")
+    open_holds: dict[tuple[str, str], int] = defaultdict(int)
+    for row in conn.execute("SELECT wallet_id, currency, amount_micros FROM holds WHERE status = 'open'"):
+        open_holds[(core.hold_account(row[0]), row[1])] += row[2]
+    for (account, cur), total in sums.items():
+        if account.startswith("hold:") and total != open_holds.get((account, cur), 0):
+            return VerifyReport(False, count, f"{account} {cur}: {total} held but open holds sum to "
+                                f"{open_holds.get((account, cur), 0)}")
+    return VerifyReport(True, count, None)

@@ -1,0 +1,108 @@
+"""Local safety: Host checks against DNS rebinding, the admin session, the admin guard.
+
+The wallet UI and the admin API accept either ``Authorization: Bearer <admin
+token>`` or the session cookie that ``/login?token=...`` sets. The cookie is a
+random nonce signed with the admin token, so rotating the token logs every
+browser out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from localgate.config import LOOPBACK_HOSTS
+from localgate.errors import Unauthenticated
+
+SESSION_COOKIE = "localgate_session"
+
+
+def sign_session(admin_token: str, nonce: str | None = None) -> str:
+    nonce = nonce or secrets.token_urlsafe(18)
+    mac = hmac.new(admin_token.encode(), nonce.encode(), hashlib.sha256).hexdigest()
+    return f"{nonce}.{mac}"
+
+
+def valid_session(admin_token: str, value: str | None) -> bool:
+    if not value or "." not in value or not admin_token:
+        return False
+    nonce, _, mac = value.rpartition(".")
+    return hmac.compare_digest(sign_session(admin_token, nonce), f"{nonce}.{mac}")
+
+
+def valid_admin_token(admin_token: str, presented: str | None) -> bool:
+    return bool(admin_token and presented) and hmac.compare_digest(
+        admin_token.encode(), presented.encode())  # type: ignore[union-attr]
+
+
+def bearer(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def is_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    token = connection.app.state.settings.admin_token
+    return valid_admin_token(token, bearer(connection.headers)) or valid_session(
+        token, connection.cookies.get(SESSION_COOKIE))
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if not is_admin(connection):
+        raise Unauthenticated(
+            "admin login required: send 'Authorization: Bearer <admin token>' (the token is in "
+            "<data dir>/admin-token) or open the login link that 'localgate serve' prints",
+            code="admin_auth_required")
+
+
+def allowed_host_names(configured: Iterable[str], bind_host: str) -> frozenset[str]:
+    names = {h.lower() for h in (*LOOPBACK_HOSTS, *configured)}
+    if bind_host not in ("0.0.0.0", "::"):
+        names.add(bind_host.lower())
+    return frozenset(names)
+
+
+def host_name(raw: str) -> str:
+    """The name part of a Host header: strips the port and IPv6 brackets."""
+    raw = raw.strip().lower()
+    if raw.startswith("["):
+        return raw[1:raw.find("]")] if "]" in raw else raw
+    return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
+
+
+class HostCheck:
+    """Refuse requests whose Host is not a loopback (or configured) name.
+
+    A web page on another site that rebinds its DNS name to 127.0.0.1 still
+    sends its own name as Host, so this stops it before any handler runs.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = ""
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value.decode("latin-1")
+                    break
+            if host_name(host) not in self.allowed:
+                body = (b'{"error":{"message":"Host not allowed: localgate answers only to '
+                        b'loopback names (DNS rebinding protection); add the name to '
+                        b'server.allowed_hosts to allow it","type":"invalid_request_error",'
+                        b'"code":"host_not_allowed","param":null}}')
+                await send({"type": "http.response.start", "status": 403, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
