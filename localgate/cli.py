@@ -99,8 +99,15 @@ def main(ctx: click.Context, data_dir: str | None, config: str | None) -> None:
 @click.option("--no-browser", is_flag=True, help="Do not open the wallet UI in a browser.")
 @click.option("--allow-remote", is_flag=True, help="Allow binding to a non-loopback address.")
 @click.pass_obj
-def serve(obj: Context, host: str | None, port: int | None, data_dir_opt: str | None,
-          config_opt: str | None, no_browser: bool, allow_remote: bool) -> None:
+def serve(
+    obj: Context,
+    host: str | None,
+    port: int | None,
+    data_dir_opt: str | None,
+    config_opt: str | None,
+    no_browser: bool,
+    allow_remote: bool,
+) -> None:
     """Run the gateway and the wallet UI.
 
     With no config it serves the offline default: the built-in demo model,
@@ -110,8 +117,10 @@ def serve(obj: Context, host: str | None, port: int | None, data_dir_opt: str | 
     obj.config = config_opt or obj.config
     settings = obj.settings(**{"server.host": host, "server.port": port})
     if settings.host not in LOOPBACK_HOSTS and not allow_remote:
-        fail(f"refusing to bind {settings.host}: the gateway spends money for whoever can reach "
-             "it. Pass --allow-remote if you really mean it.")
+        fail(
+            f"refusing to bind {settings.host}: the gateway spends money for whoever can reach "
+            "it. Pass --allow-remote if you really mean it."
+        )
     with data_dir_lock(settings.data_dir):
         run_server(settings, open_browser=not no_browser)
 
@@ -126,8 +135,10 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     except BlockingIOError:
         fh.seek(0)
         pid = fh.read().strip() or "?"
-        fail(f"another localgate (pid {pid}) is already serving {data_dir}; stop it or "
-             "use another --data-dir")
+        fail(
+            f"another localgate (pid {pid}) is already serving {data_dir}; stop it or "
+            "use another --data-dir"
+        )
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -151,8 +162,10 @@ def run_server(settings: Settings, *, open_browser: bool) -> None:
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
-        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
-             "is another server using that port? Try --port")
+        fail(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "is another server using that port? Try --port"
+        )
     port = sock.getsockname()[1]
     settings = dataclasses.replace(settings, values={**settings.values, "server.port": port})
     base = settings.base_url
@@ -160,7 +173,9 @@ def run_server(settings: Settings, *, open_browser: bool) -> None:
     click.echo(f"localgate {__version__} serving {settings.data_dir}")
     click.echo(f"  Base URL for tools:  {base}/v1")
     click.echo(f"  Wallet UI login:     {login}")
-    click.echo(f"  Try: curl {base}/v1/models -H 'Authorization: Bearer <key from localgate keys create>'")
+    click.echo(
+        f"  Try: curl {base}/v1/models -H 'Authorization: Bearer <key from localgate keys create>'"
+    )
     sys.stdout.flush()
     if open_browser:
         import webbrowser
@@ -168,9 +183,12 @@ def run_server(settings: Settings, *, open_browser: bool) -> None:
         with contextlib.suppress(Exception):
             webbrowser.open(login)
     config = uvicorn.Config(
-        create_app(settings), log_level="warning", access_log=False,
+        create_app(settings),
+        log_level="warning",
+        access_log=False,
         loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11", lifespan="on",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="on",
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run(sockets=[sock])
@@ -199,9 +217,18 @@ def wallets(obj: Context, as_json: bool) -> None:
         return
     print_table(
         ["WALLET", "NAME", "PAYS FOR", "BALANCE", "HELD", "AVAILABLE"],
-        [[w["id"], w["name"], f"{w['settlement']} routes", format_money(w["balance_micros"], w["currency"]),
-          format_money(w["held_micros"], w["currency"]), format_money(w["available_micros"], w["currency"])]
-         for w in rows])
+        [
+            [
+                w["id"],
+                w["name"],
+                f"{w['settlement']} routes",
+                format_money(w["balance_micros"], w["currency"]),
+                format_money(w["held_micros"], w["currency"]),
+                format_money(w["available_micros"], w["currency"]),
+            ]
+            for w in rows
+        ],
+    )
 
 
 @main.group(cls=Group, invoke_without_command=True)
@@ -226,10 +253,18 @@ def ledger(ctx: click.Context, wallet: str | None, limit: int, as_json: bool) ->
         click.echo(f"== {page['wallet']}")
         print_table(
             ["ENTRY", "TIME", "KIND", "AMOUNT", "BALANCE AFTER", "MEMO"],
-            [[e["id"], e["created_at"][:19].replace("T", " "), e["kind"],
-              format_money(e["amount_micros"], e["currency"]),
-              format_money(e["balance_after_micros"], e["currency"]), e["memo"]]
-             for e in page["entries"]])
+            [
+                [
+                    e["id"],
+                    e["created_at"][:19].replace("T", " "),
+                    e["kind"],
+                    format_money(e["amount_micros"], e["currency"]),
+                    format_money(e["balance_after_micros"], e["currency"]),
+                    e["memo"],
+                ]
+                for e in page["entries"]
+            ],
+        )
 
 
 @ledger.command("verify")
@@ -266,5 +301,7 @@ def adjust(obj: Context, wallet: str, amount: str, reason: str, as_json: bool) -
     if as_json:
         print_json(entry)
     else:
-        click.echo(f"entry {entry['id']}: {format_money(entry['amount_micros'], entry['currency'])} "
-                   f"on {wallet}, balance now {format_money(entry['balance_after_micros'], entry['currency'])}")
+        click.echo(
+            f"entry {entry['id']}: {format_money(entry['amount_micros'], entry['currency'])} "
+            f"on {wallet}, balance now {format_money(entry['balance_after_micros'], entry['currency'])}"
+        )

@@ -41,18 +41,40 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("server.host", "127.0.0.1", "Address to bind. Anything but loopback needs --allow-remote."),
+    Setting(
+        "server.host", "127.0.0.1", "Address to bind. Anything but loopback needs --allow-remote."
+    ),
     Setting("server.port", 4311, "Port for the gateway and the wallet UI."),
     Setting("server.allowed_hosts", [], "Extra Host names accepted besides loopback names."),
-    Setting("server.max_body_bytes", 20 * 1024 * 1024, "Largest request body accepted (413 above)."),
+    Setting(
+        "server.max_body_bytes", 20 * 1024 * 1024, "Largest request body accepted (413 above)."
+    ),
     Setting("server.store_prompts", False, "Store prompt and completion bodies with receipts."),
     Setting("payments.provider", "sandbox", "Payment provider: sandbox, stripe or hosted."),
-    Setting("payments.stripe.secret_key_env", "STRIPE_SECRET_KEY", "Env var holding the Stripe secret key."),
-    Setting("payments.stripe.webhook_secret_env", "STRIPE_WEBHOOK_SECRET", "Env var holding the webhook signing secret."),
-    Setting("payments.stripe.api_base", "", "A Stripe-compatible API base URL (tests); empty for Stripe."),
-    Setting("payments.stripe.methods", ["card", "wechat_pay", "alipay"], "Payment methods offered at checkout."),
+    Setting(
+        "payments.stripe.secret_key_env",
+        "STRIPE_SECRET_KEY",
+        "Env var holding the Stripe secret key.",
+    ),
+    Setting(
+        "payments.stripe.webhook_secret_env",
+        "STRIPE_WEBHOOK_SECRET",
+        "Env var holding the webhook signing secret.",
+    ),
+    Setting(
+        "payments.stripe.api_base",
+        "",
+        "A Stripe-compatible API base URL (tests); empty for Stripe.",
+    ),
+    Setting(
+        "payments.stripe.methods",
+        ["card", "wechat_pay", "alipay"],
+        "Payment methods offered at checkout.",
+    ),
     Setting("hosted.base_url", "", "Base URL of the hosted service; empty means offline."),
-    Setting("hosted.token_env", "LOCALGATE_HOSTED_TOKEN", "Env var holding the hosted account token."),
+    Setting(
+        "hosted.token_env", "LOCALGATE_HOSTED_TOKEN", "Env var holding the hosted account token."
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -86,9 +108,7 @@ DEFAULT_WALLETS = (
     WalletSettings("credit", "Credit", "official", "USD"),
     WalletSettings("routed", "Routed balance", "routed", "CNY"),
 )
-DEFAULT_CHANNELS = (
-    ChannelSettings("demo", "demo", "", None, "official"),
-)
+DEFAULT_CHANNELS = (ChannelSettings("demo", "demo", "", None, "official"),)
 
 
 @dataclass(frozen=True)
@@ -193,9 +213,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check --config / LOCALGATE_CONFIG") from None
+        raise ConfigError(
+            f"{path}: config file not found; check --config / LOCALGATE_CONFIG"
+        ) from None
     except PermissionError:
-        raise ConfigError(f"{path}: cannot read the config file (permission denied); fix its mode") from None
+        raise ConfigError(
+            f"{path}: cannot read the config file (permission denied); fix its mode"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory; --config needs a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
@@ -208,7 +232,9 @@ def _apply_file_values(values: dict[str, Any], raw: Mapping[str, Any], where: st
     known_tables = {"server", "payments", "hosted", "channels", "models", "wallets"}
     for key in raw:
         if key not in known_tables:
-            raise ConfigError(f"{where}: unknown table [{key}]; known: {', '.join(sorted(known_tables))}")
+            raise ConfigError(
+                f"{where}: unknown table [{key}]; known: {', '.join(sorted(known_tables))}"
+            )
 
     def walk(table: Mapping[str, Any], prefix: str) -> None:
         for key, value in table.items():
@@ -218,7 +244,9 @@ def _apply_file_values(values: dict[str, Any], raw: Mapping[str, Any], where: st
             elif isinstance(value, dict) and any(s.startswith(name + ".") for s in _BY_NAME):
                 walk(value, name)
             else:
-                raise ConfigError(f"{where}: unknown key {name}; see docs/config.md for the settings")
+                raise ConfigError(
+                    f"{where}: unknown key {name}; see docs/config.md for the settings"
+                )
 
     for table in ("server", "payments", "hosted"):
         section = raw.get(table, {})
@@ -286,19 +314,25 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
             raise ConfigError(f"{at} must be a table")
         cid = item.get("id")
         if not isinstance(cid, str) or not cid:
-            raise ConfigError(f"{at}.id is required (a short name such as \"openai\")")
+            raise ConfigError(f'{at}.id is required (a short name such as "openai")')
         at = f"{where}: channels[{i}] ({cid})"
         if cid in {c.id for c in channels}:
             raise ConfigError(f"{at}.id: duplicate channel id {cid!r}")
         kind = item.get("kind")
         if kind not in CHANNEL_KINDS:
-            raise ConfigError(f"{at}.kind: unknown channel kind {kind!r}; use one of {', '.join(CHANNEL_KINDS)}")
+            raise ConfigError(
+                f"{at}.kind: unknown channel kind {kind!r}; use one of {', '.join(CHANNEL_KINDS)}"
+            )
         settlement = item.get("settlement", "official")
         if settlement not in SETTLEMENTS:
             raise ConfigError(f"{at}.settlement: must be official or routed, got {settlement!r}")
         base_url = item.get("base_url", "")
-        if kind != "demo" and not (isinstance(base_url, str) and base_url.startswith(("http://", "https://"))):
-            raise ConfigError(f"{at}.base_url: must be an http(s) URL such as https://api.openai.com/v1")
+        if kind != "demo" and not (
+            isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(
+                f"{at}.base_url: must be an http(s) URL such as https://api.openai.com/v1"
+            )
         api_key = None
         key_env = item.get("api_key_env")
         if key_env is not None:
@@ -306,7 +340,9 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
                 raise ConfigError(f"{at}.api_key_env: must be the name of an environment variable")
             api_key = env.get(key_env) or None
         if "api_key" in item:
-            raise ConfigError(f"{at}.api_key: keys do not belong in config.toml; set api_key_env instead")
+            raise ConfigError(
+                f"{at}.api_key: keys do not belong in config.toml; set api_key_env instead"
+            )
         timeout = item.get("timeout", 600.0)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise ConfigError(f"{at}.timeout: must be a positive number of seconds")
@@ -314,10 +350,18 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
         options = item.get("options", {})
         if not isinstance(headers, dict) or not isinstance(options, dict):
             raise ConfigError(f"{at}: headers and options must be tables")
-        channels.append(ChannelSettings(
-            cid, kind, base_url.rstrip("/") if isinstance(base_url, str) else "", api_key,
-            settlement, float(timeout), headers=headers, options=options,
-        ))
+        channels.append(
+            ChannelSettings(
+                cid,
+                kind,
+                base_url.rstrip("/") if isinstance(base_url, str) else "",
+                api_key,
+                settlement,
+                float(timeout),
+                headers=headers,
+                options=options,
+            )
+        )
     # The offline demo channel stays available unless a channel takes its id.
     if not any(c.id == "demo" for c in channels):
         channels.extend(DEFAULT_CHANNELS)
@@ -346,17 +390,23 @@ def _parse_models(raw: Any, where: str, channel_ids: set[str]) -> tuple[Mapping[
                 raise ConfigError(f"{rat} must be a table")
             channel = route.get("channel")
             if channel not in channel_ids and channel not in {"demo", "hosted"}:
-                raise ConfigError(f"{rat}.channel: no channel {channel!r}; define it under [[channels]]")
+                raise ConfigError(
+                    f"{rat}.channel: no channel {channel!r}; define it under [[channels]]"
+                )
             if "settlement" in route and route["settlement"] not in SETTLEMENTS:
                 raise ConfigError(f"{rat}.settlement: must be official or routed")
             price = route.get("price")
             if not isinstance(price, dict):
-                raise ConfigError(f"{rat}.price is required, e.g. {{ currency = \"USD\", input = \"0.15\", output = \"0.60\" }}")
+                raise ConfigError(
+                    f'{rat}.price is required, e.g. {{ currency = "USD", input = "0.15", output = "0.60" }}'
+                )
             try:
                 currency(price.get("currency", ""))
                 Price.from_mapping(price, what=f"{rat}.price")
             except (MoneyError, ValueError) as exc:
-                raise ConfigError(f"{where}: {exc}; prices are decimal strings per 1M tokens, e.g. \"0.15\"") from None
+                raise ConfigError(
+                    f'{exc}; prices are decimal strings per 1M tokens, e.g. "0.15"'
+                ) from None
     return tuple(raw)
 
 
@@ -376,7 +426,9 @@ def _parse_wallets(raw: Any, where: str) -> tuple[WalletSettings, ...]:
             code = currency(item.get("currency", "")).code
         except MoneyError as exc:
             raise ConfigError(f"{at}.currency: {exc}") from None
-        wallet = WalletSettings(item["id"], str(item.get("name", item["id"])), item["settlement"], code)
+        wallet = WalletSettings(
+            item["id"], str(item.get("name", item["id"])), item["settlement"], code
+        )
         wallets = [w for w in wallets if w.id != wallet.id] + [wallet]
     return tuple(wallets)
 
@@ -390,7 +442,9 @@ def _admin_token(ddir: Path, *, create: bool) -> str:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the admin token ({exc.strerror}); fix its mode") from None
+        raise ConfigError(
+            f"{path}: cannot read the admin token ({exc.strerror}); fix its mode"
+        ) from None
     if not create:
         return ""
     token = secrets.token_urlsafe(32)

@@ -30,12 +30,15 @@ class LocalgateError(Exception):
     """Base class. ``code`` is a stable machine-readable slug."""
 
     code = "localgate_error"
+    http_status = 400
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        # Extra response headers (e.g. the receipt of a rejected request).
+        self.headers: dict[str, str] = {}
 
     def __str__(self) -> str:
         return self.message
@@ -59,14 +62,17 @@ class MoneyError(LocalgateError, ValueError):
 
 class NotFound(LocalgateError):
     code = "not_found"
+    http_status = 404
 
 
 class Conflict(LocalgateError):
     code = "conflict"
+    http_status = 409
 
 
 class LedgerError(LocalgateError):
     code = "ledger_error"
+    http_status = 409
 
 
 class UnbalancedEntry(LedgerError):
@@ -75,6 +81,7 @@ class UnbalancedEntry(LedgerError):
 
 class InsufficientFunds(LedgerError):
     code = "insufficient_balance"
+    http_status = 402
 
     def __init__(
         self, message: str, *, wallet: str = "", needed: int = 0, available: int = 0
@@ -87,6 +94,7 @@ class InsufficientFunds(LedgerError):
 
 class WalletFrozen(LedgerError):
     code = "wallet_frozen"
+    http_status = 402
 
 
 class HoldClosed(LedgerError):
@@ -95,18 +103,22 @@ class HoldClosed(LedgerError):
 
 class AccessError(LocalgateError):
     code = "access_denied"
+    http_status = 403
 
 
 class Unauthenticated(AccessError):
     code = "invalid_api_key"
+    http_status = 401
 
 
 class Forbidden(AccessError):
     code = "forbidden"
+    http_status = 403
 
 
 class RateLimited(AccessError):
     code = "rate_limited"
+    http_status = 429
 
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
         super().__init__(message, code=code)
@@ -118,17 +130,26 @@ class UpstreamError(LocalgateError):
     timeouts, 429 and 5xx; ``status`` is the upstream HTTP status or None."""
 
     code = "upstream_error"
+    http_status = 502
 
     def __init__(
-        self, message: str, *, status: int | None = None, retryable: bool = False,
-        timeout: bool = False, body: str | None = None,
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        timeout: bool = False,
+        body: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.timeout = timeout
         self.body = body
+        if timeout:
+            self.http_status = 504
 
 
 class PaymentError(LocalgateError):
     code = "payment_error"
+    http_status = 502

@@ -19,6 +19,9 @@ from localgate.errors import MoneyError
 MICROS_PER_UNIT = 1_000_000
 MICRO_DIGITS = 6
 _MICRO = Decimal(1).scaleb(-MICRO_DIGITS)
+# The largest amount parse_amount accepts (one billion units): far above any
+# wallet, far below SQLite's 64-bit integers, so sums of amounts cannot overflow.
+MAX_AMOUNT_MICROS = 10**9 * MICROS_PER_UNIT
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def currency(code: str) -> Currency:
 
 def to_decimal(value: str | int | Decimal, *, what: str = "amount") -> Decimal:
     """Parse a decimal string (or int/Decimal) strictly: no floats, no NaN, no inf."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise MoneyError(f"{what} must be a decimal string, not a float: {value!r}")
     try:
         d = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
@@ -77,10 +80,27 @@ def parse_amount(value: str | int | Decimal, *, what: str = "amount") -> int:
     silently rounded.
     """
     d = to_decimal(value, what=what)
-    micros = d.scaleb(MICRO_DIGITS)
-    if micros != micros.to_integral_value():
+    # Integer arithmetic on the digits: Decimal arithmetic would round to the
+    # context's 28 digits and could turn 7+ decimals into a whole micro.
+    sign, digits, exponent = d.as_tuple()
+    coefficient = int("".join(map(str, digits)))
+    shift = int(exponent) + MICRO_DIGITS
+    rest = 0
+    if coefficient and d.adjusted() + MICRO_DIGITS > 18:
+        micros = MAX_AMOUNT_MICROS + 1  # huge: refused below without computing it
+    elif shift >= 0:
+        micros = coefficient * 10**shift
+    elif -shift > len(digits):
+        micros, rest = 0, coefficient
+    else:
+        micros, rest = divmod(coefficient, 10**-shift)
+    if rest:
         raise MoneyError(f"{what} has more than {MICRO_DIGITS} decimals: {value!r}")
-    return int(micros)
+    if micros > MAX_AMOUNT_MICROS:
+        raise MoneyError(
+            f"{what} is too large: {value!r} (at most {MAX_AMOUNT_MICROS // MICROS_PER_UNIT})"
+        )
+    return -micros if sign else micros
 
 
 def round_micros(exact: Decimal) -> int:

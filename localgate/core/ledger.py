@@ -148,14 +148,29 @@ def check_balanced(postings: Sequence[Posting]) -> None:
 
 
 def entry_hash(
-    prev_hash: str, entry_id: int, created_at: str, draft: EntryDraft,
-    balance_after: int, held_after: int,
+    prev_hash: str,
+    entry_id: int,
+    created_at: str,
+    draft: EntryDraft,
+    balance_after: int,
+    held_after: int,
 ) -> str:
     """sha256 over a canonical JSON of the entry, chained to the previous hash."""
     body = [
-        prev_hash, entry_id, created_at, draft.kind, draft.wallet_id, draft.currency,
-        draft.memo, draft.idempotency_key, draft.reverses_id, draft.hold_id,
-        draft.receipt_id, draft.topup_id, balance_after, held_after,
+        prev_hash,
+        entry_id,
+        created_at,
+        draft.kind,
+        draft.wallet_id,
+        draft.currency,
+        draft.memo,
+        draft.idempotency_key,
+        draft.reverses_id,
+        draft.hold_id,
+        draft.receipt_id,
+        draft.topup_id,
+        balance_after,
+        held_after,
         [[p.account, p.currency, p.amount] for p in draft.postings],
     ]
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -166,21 +181,36 @@ def entry_hash(
 
 
 def topup_entry(
-    wallet_id: str, currency: str, amount: int, provider: str, *,
-    topup_id: str | None = None, idempotency_key: str | None = None, memo: str = "",
+    wallet_id: str,
+    currency: str,
+    amount: int,
+    provider: str,
+    *,
+    topup_id: str | None = None,
+    idempotency_key: str | None = None,
+    memo: str = "",
 ) -> EntryDraft:
     _positive(amount, "top-up amount")
     return EntryDraft(
-        "topup", wallet_id, currency,
-        (Posting(funding_account(provider), currency, -amount),
-         Posting(wallet_account(wallet_id), currency, amount)),
-        memo=memo or f"top-up via {provider}", topup_id=topup_id,
+        "topup",
+        wallet_id,
+        currency,
+        (
+            Posting(funding_account(provider), currency, -amount),
+            Posting(wallet_account(wallet_id), currency, amount),
+        ),
+        memo=memo or f"top-up via {provider}",
+        topup_id=topup_id,
         idempotency_key=idempotency_key,
     )
 
 
 def adjustment_entry(
-    wallet_id: str, currency: str, amount: int, reason: str, *,
+    wallet_id: str,
+    currency: str,
+    amount: int,
+    reason: str,
+    *,
     idempotency_key: str | None = None,
 ) -> EntryDraft:
     if amount == 0:
@@ -188,28 +218,46 @@ def adjustment_entry(
     if not reason.strip():
         raise LedgerError("an adjustment needs a reason")
     return EntryDraft(
-        "adjustment", wallet_id, currency,
-        (Posting(ADJUSTMENT_ACCOUNT, currency, -amount),
-         Posting(wallet_account(wallet_id), currency, amount)),
-        memo=reason.strip(), idempotency_key=idempotency_key,
+        "adjustment",
+        wallet_id,
+        currency,
+        (
+            Posting(ADJUSTMENT_ACCOUNT, currency, -amount),
+            Posting(wallet_account(wallet_id), currency, amount),
+        ),
+        memo=reason.strip(),
+        idempotency_key=idempotency_key,
     )
 
 
-def hold_entry(wallet_id: str, currency: str, amount: int, hold_id: str, *,
-               receipt_id: str | None = None) -> EntryDraft:
+def hold_entry(
+    wallet_id: str, currency: str, amount: int, hold_id: str, *, receipt_id: str | None = None
+) -> EntryDraft:
     _positive(amount, "hold amount")
     return EntryDraft(
-        "hold", wallet_id, currency,
-        (Posting(wallet_account(wallet_id), currency, -amount),
-         Posting(hold_account(wallet_id), currency, amount)),
-        memo="hold for a request in flight", hold_id=hold_id, receipt_id=receipt_id,
+        "hold",
+        wallet_id,
+        currency,
+        (
+            Posting(wallet_account(wallet_id), currency, -amount),
+            Posting(hold_account(wallet_id), currency, amount),
+        ),
+        memo="hold for a request in flight",
+        hold_id=hold_id,
+        receipt_id=receipt_id,
         idempotency_key=f"hold:{hold_id}",
     )
 
 
 def settle_entry(
-    wallet_id: str, currency: str, held: int, charge: int, hold_id: str, *,
-    receipt_id: str | None = None, memo: str = "",
+    wallet_id: str,
+    currency: str,
+    held: int,
+    charge: int,
+    hold_id: str,
+    *,
+    receipt_id: str | None = None,
+    memo: str = "",
 ) -> EntryDraft:
     """Close a hold: ``charge`` goes to usage, the rest returns to the wallet.
 
@@ -220,42 +268,76 @@ def settle_entry(
     if charge < 0:
         raise LedgerError("a charge cannot be negative")
     if charge == 0:
-        return release_entry(wallet_id, currency, held, hold_id, reason=memo or "nothing to charge",
-                             receipt_id=receipt_id)
+        return release_entry(
+            wallet_id,
+            currency,
+            held,
+            hold_id,
+            reason=memo or "nothing to charge",
+            receipt_id=receipt_id,
+        )
     postings = [Posting(hold_account(wallet_id), currency, -held)]
     if held != charge:
         postings.append(Posting(wallet_account(wallet_id), currency, held - charge))
     postings.append(Posting(usage_account(wallet_id), currency, charge))
     return EntryDraft(
-        "settle", wallet_id, currency, tuple(postings), memo=memo or "usage charge",
-        hold_id=hold_id, receipt_id=receipt_id, idempotency_key=f"close:{hold_id}",
+        "settle",
+        wallet_id,
+        currency,
+        tuple(postings),
+        memo=memo or "usage charge",
+        hold_id=hold_id,
+        receipt_id=receipt_id,
+        idempotency_key=f"close:{hold_id}",
     )
 
 
 def release_entry(
-    wallet_id: str, currency: str, held: int, hold_id: str, *, reason: str,
+    wallet_id: str,
+    currency: str,
+    held: int,
+    hold_id: str,
+    *,
+    reason: str,
     receipt_id: str | None = None,
 ) -> EntryDraft:
     _positive(held, "held amount")
     return EntryDraft(
-        "release", wallet_id, currency,
-        (Posting(hold_account(wallet_id), currency, -held),
-         Posting(wallet_account(wallet_id), currency, held)),
-        memo=reason, hold_id=hold_id, receipt_id=receipt_id,
+        "release",
+        wallet_id,
+        currency,
+        (
+            Posting(hold_account(wallet_id), currency, -held),
+            Posting(wallet_account(wallet_id), currency, held),
+        ),
+        memo=reason,
+        hold_id=hold_id,
+        receipt_id=receipt_id,
         idempotency_key=f"close:{hold_id}",
     )
 
 
 def refund_entry(
-    wallet_id: str, currency: str, amount: int, provider: str, *,
-    topup_id: str | None = None, idempotency_key: str | None = None, memo: str = "",
+    wallet_id: str,
+    currency: str,
+    amount: int,
+    provider: str,
+    *,
+    topup_id: str | None = None,
+    idempotency_key: str | None = None,
+    memo: str = "",
 ) -> EntryDraft:
     _positive(amount, "refund amount")
     return EntryDraft(
-        "refund", wallet_id, currency,
-        (Posting(wallet_account(wallet_id), currency, -amount),
-         Posting(refund_account(provider), currency, amount)),
-        memo=memo or f"refund via {provider}", topup_id=topup_id,
+        "refund",
+        wallet_id,
+        currency,
+        (
+            Posting(wallet_account(wallet_id), currency, -amount),
+            Posting(refund_account(provider), currency, amount),
+        ),
+        memo=memo or f"refund via {provider}",
+        topup_id=topup_id,
         idempotency_key=idempotency_key,
     )
 
@@ -269,10 +351,14 @@ def reversal_of(entry: StoredEntry, reason: str) -> EntryDraft:
         raise LedgerError(f"entry {entry.id} is itself a reversal")
     d = entry.draft
     return EntryDraft(
-        "reversal", d.wallet_id, d.currency,
+        "reversal",
+        d.wallet_id,
+        d.currency,
         tuple(Posting(p.account, p.currency, -p.amount) for p in d.postings),
-        memo=reason or f"reversal of entry {entry.id}", reverses_id=entry.id,
-        receipt_id=d.receipt_id, topup_id=d.topup_id,
+        memo=reason or f"reversal of entry {entry.id}",
+        reverses_id=entry.id,
+        receipt_id=d.receipt_id,
+        topup_id=d.topup_id,
         idempotency_key=f"reverse:{entry.id}",
     )
 

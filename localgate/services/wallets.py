@@ -20,13 +20,19 @@ MAX_PAGE = 500
 def wallet_view(row: dict[str, Any]) -> dict[str, Any]:
     cur = row["currency"]
     return {
-        "id": row["id"], "name": row["name"], "settlement": row["settlement"], "currency": cur,
-        "balance": decimal_str(row["balance_micros"]), "balance_micros": row["balance_micros"],
-        "held": decimal_str(row["held_micros"]), "held_micros": row["held_micros"],
+        "id": row["id"],
+        "name": row["name"],
+        "settlement": row["settlement"],
+        "currency": cur,
+        "balance": decimal_str(row["balance_micros"]),
+        "balance_micros": row["balance_micros"],
+        "held": decimal_str(row["held_micros"]),
+        "held_micros": row["held_micros"],
         "available": decimal_str(row["available_micros"]),
         "available_micros": row["available_micros"],
         "display": format_money(row["balance_micros"], cur),
-        "frozen": bool(row["frozen"]), "frozen_reason": row["frozen_reason"],
+        "frozen": bool(row["frozen"]),
+        "frozen_reason": row["frozen_reason"],
     }
 
 
@@ -50,12 +56,15 @@ class Wallets:
                 return wallet
         raise NotFound(f"no wallet {wallet_id!r}", code="unknown_wallet")
 
-    def ledger(self, wallet_id: str, *, cursor: str | None = None, limit: int = 50,
-               kind: str | None = None) -> dict[str, Any]:
+    def ledger(
+        self, wallet_id: str, *, cursor: str | None = None, limit: int = 50, kind: str | None = None
+    ) -> dict[str, Any]:
         before = _cursor(cursor)
         limit = max(1, min(limit, MAX_PAGE))
         conn = self.store.read()
-        rows = ledger_store.wallet_entries(conn, wallet_id, before=before, limit=limit + 1, kind=kind)
+        rows = ledger_store.wallet_entries(
+            conn, wallet_id, before=before, limit=limit + 1, kind=kind
+        )
         page = [entry_view(ledger_store.load_entry(conn, r["id"])) for r in rows[:limit]]
         nxt = str(page[-1]["id"]) if len(rows) > limit else None
         return {"wallet": wallet_id, "entries": page, "next": nxt}
@@ -63,20 +72,24 @@ class Wallets:
     def entry(self, entry_id: int) -> dict[str, Any]:
         return entry_view(ledger_store.load_entry(self.store.read(), entry_id))
 
-    def _adjustment(self, wallet_id: str, amount: str, reason: str,
-                    idempotency_key: str | None) -> core.EntryDraft:
+    def _adjustment(
+        self, wallet_id: str, amount: str, reason: str, idempotency_key: str | None
+    ) -> core.EntryDraft:
         wallet = self.get(wallet_id)
         micros = parse_amount(amount, what="amount")
-        return core.adjustment_entry(wallet_id, wallet["currency"], micros, reason,
-                                     idempotency_key=idempotency_key)
+        return core.adjustment_entry(
+            wallet_id, wallet["currency"], micros, reason, idempotency_key=idempotency_key
+        )
 
-    async def adjust(self, wallet_id: str, amount: str, reason: str, *,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+    async def adjust(
+        self, wallet_id: str, amount: str, reason: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         draft = self._adjustment(wallet_id, amount, reason, idempotency_key)
         return entry_view(await self.store.write(ledger_store.post_entry, draft))
 
-    def adjust_sync(self, wallet_id: str, amount: str, reason: str, *,
-                    idempotency_key: str | None = None) -> dict[str, Any]:
+    def adjust_sync(
+        self, wallet_id: str, amount: str, reason: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         draft = self._adjustment(wallet_id, amount, reason, idempotency_key)
         return entry_view(self.store.write_sync(ledger_store.post_entry, draft))
 
@@ -97,8 +110,10 @@ def _cursor(cursor: str | None) -> int | None:
     try:
         value = int(cursor)  # type: ignore[arg-type]
     except ValueError:
-        raise BadRequest(f"bad cursor {cursor!r}: pass the 'next' value of the previous page",
-                             code="invalid_cursor") from None
+        raise BadRequest(
+            f"bad cursor {cursor!r}: pass the 'next' value of the previous page",
+            code="invalid_cursor",
+        ) from None
     if value < 1:
         raise BadRequest("bad cursor", code="invalid_cursor")
     return value

@@ -62,7 +62,7 @@ class Store:
 
     def recover(self) -> list[str]:
         """Release holds left open by an earlier process (reason ``recovered``)."""
-        return self.write_sync(lambda c: ledger_store.recover_holds(c, keep_owner=self.owner))
+        return recover(self)
 
     def close(self) -> None:
         self.writer.close()
@@ -70,3 +70,17 @@ class Store:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def recover(store: Store) -> list[str]:
+    """Start-up recovery: release holds an earlier process left open (reason
+    ``recovered``) and finish their receipts as ``interrupted``."""
+    from localgate.store import receipts
+    from localgate.store.db import utcnow
+
+    def job(conn: sqlite3.Connection) -> list[str]:
+        released = ledger_store.recover_holds(conn, keep_owner=store.owner)
+        receipts.interrupt_pending(conn, released, utcnow())
+        return released
+
+    return store.write_sync(job)

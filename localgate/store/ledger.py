@@ -20,7 +20,7 @@ from typing import Any
 
 from localgate.core import ledger as core
 from localgate.core.ledger import EntryDraft, Posting, StoredEntry, WalletBalance
-from localgate.errors import HoldClosed, InsufficientFunds, NotFound, WalletFrozen
+from localgate.errors import Conflict, HoldClosed, InsufficientFunds, NotFound, WalletFrozen
 from localgate.money import format_money
 from localgate.store.db import utcnow
 
@@ -32,7 +32,9 @@ def new_hold_id() -> str:
 # -- writes (inside the writer's transaction) ---------------------------------
 
 
-def post_entry(conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None = None) -> StoredEntry:
+def post_entry(
+    conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None = None
+) -> StoredEntry:
     """Store ``draft``; with an idempotency key seen before, return that entry instead."""
     if draft.idempotency_key is not None:
         row = conn.execute(
@@ -45,7 +47,8 @@ def post_entry(conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None =
         wallet = _wallet_row(conn, draft.wallet_id)
         if wallet["currency"] != draft.currency:
             raise core.LedgerError(
-                f"wallet {draft.wallet_id} holds {wallet['currency']}, not {draft.currency}")
+                f"wallet {draft.wallet_id} holds {wallet['currency']}, not {draft.currency}"
+            )
 
     for posting in draft.postings:
         _apply_posting(conn, posting)
@@ -63,9 +66,24 @@ def post_entry(conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None =
         "INSERT INTO entries (id, created_at, kind, wallet_id, currency, amount_micros, "
         "balance_after_micros, held_after_micros, memo, idempotency_key, reverses_id, hold_id, "
         "receipt_id, topup_id, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (entry_id, created_at, draft.kind, draft.wallet_id, draft.currency, amount,
-         balance_after, held_after, draft.memo, draft.idempotency_key, draft.reverses_id,
-         draft.hold_id, draft.receipt_id, draft.topup_id, prev_hash, digest),
+        (
+            entry_id,
+            created_at,
+            draft.kind,
+            draft.wallet_id,
+            draft.currency,
+            amount,
+            balance_after,
+            held_after,
+            draft.memo,
+            draft.idempotency_key,
+            draft.reverses_id,
+            draft.hold_id,
+            draft.receipt_id,
+            draft.topup_id,
+            prev_hash,
+            digest,
+        ),
     )
     conn.executemany(
         "INSERT INTO postings (entry_id, seq, account, currency, amount_micros) VALUES (?,?,?,?,?)",
@@ -91,24 +109,44 @@ def _apply_posting(conn: sqlite3.Connection, posting: Posting) -> None:
             raise InsufficientFunds(
                 f"wallet {wallet_id!r} has {format_money(available, posting.currency)} available, "
                 f"{format_money(-posting.amount, posting.currency)} needed",
-                wallet=wallet_id, needed=-posting.amount, available=available,
+                wallet=wallet_id,
+                needed=-posting.amount,
+                available=available,
             )
 
 
 def place_hold(
-    conn: sqlite3.Connection, wallet_id: str, amount: int, *, owner: str,
-    receipt_id: str | None = None, hold_id: str | None = None,
+    conn: sqlite3.Connection,
+    wallet_id: str,
+    amount: int,
+    *,
+    owner: str,
+    receipt_id: str | None = None,
+    hold_id: str | None = None,
 ) -> str:
     """Reserve ``amount`` of the wallet's available money; returns the hold id."""
     wallet = _wallet_row(conn, wallet_id)
+    if hold_id is not None:
+        # The same hold placed again (a retry) returns it instead of a second one.
+        same = conn.execute(
+            "SELECT wallet_id, amount_micros FROM holds WHERE id = ?", (hold_id,)
+        ).fetchone()
+        if same is not None:
+            if (same[0], same[1]) != (wallet_id, amount):
+                raise Conflict(f"hold {hold_id} already exists for another wallet or amount")
+            return hold_id
     if wallet["frozen"]:
         raise WalletFrozen(
             f"wallet {wallet_id!r} is frozen ({wallet['frozen_reason'] or 'see its ledger'}); "
-            "it takes no new requests until it is settled")
+            "it takes no new requests until it is settled"
+        )
     hold_id = hold_id or new_hold_id()
     now = utcnow()
-    entry = post_entry(conn, core.hold_entry(wallet_id, wallet["currency"], amount, hold_id,
-                                             receipt_id=receipt_id), now=now)
+    entry = post_entry(
+        conn,
+        core.hold_entry(wallet_id, wallet["currency"], amount, hold_id, receipt_id=receipt_id),
+        now=now,
+    )
     conn.execute(
         "INSERT INTO holds (id, wallet_id, currency, amount_micros, status, owner, receipt_id, "
         "created_at, open_entry_id) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)",
@@ -125,7 +163,11 @@ class HoldOutcome:
 
 
 def settle_hold(
-    conn: sqlite3.Connection, hold_id: str, charge: int, *, receipt_id: str | None = None,
+    conn: sqlite3.Connection,
+    hold_id: str,
+    charge: int,
+    *,
+    receipt_id: str | None = None,
     memo: str = "",
 ) -> HoldOutcome:
     """Charge ``charge`` against the hold and release the rest, in one entry.
@@ -138,32 +180,51 @@ def settle_hold(
     if hold["status"] != "open":
         if hold["close_entry_id"] is None:
             raise HoldClosed(f"hold {hold_id} is {hold['status']}")
-        return HoldOutcome(load_entry(conn, hold["close_entry_id"]), hold["charge_micros"] or 0,
-                           False)
+        return HoldOutcome(
+            load_entry(conn, hold["close_entry_id"]), hold["charge_micros"] or 0, False
+        )
     held, currency = hold["amount_micros"], hold["currency"]
     capped = False
     if charge > held:
         free = _account_balance(conn, core.wallet_account(hold["wallet_id"]), currency)
         if charge - held > free:
             charge, capped = held + free, True
-    draft = core.settle_entry(hold["wallet_id"], currency, held, charge, hold_id,
-                              receipt_id=receipt_id, memo=memo)
+    draft = core.settle_entry(
+        hold["wallet_id"], currency, held, charge, hold_id, receipt_id=receipt_id, memo=memo
+    )
     entry = post_entry(conn, draft)
-    _close_hold(conn, hold_id, "settled" if charge else "released", memo or None, charge,
-                entry.id, receipt_id)
+    _close_hold(
+        conn,
+        hold_id,
+        "settled" if charge else "released",
+        memo or None,
+        charge,
+        entry.id,
+        receipt_id,
+    )
     return HoldOutcome(entry, charge, capped)
 
 
 def release_hold(
-    conn: sqlite3.Connection, hold_id: str, *, reason: str, receipt_id: str | None = None,
+    conn: sqlite3.Connection,
+    hold_id: str,
+    *,
+    reason: str,
+    receipt_id: str | None = None,
 ) -> StoredEntry:
     hold = _hold_row(conn, hold_id)
     if hold["status"] != "open":
         if hold["close_entry_id"] is None:
             raise HoldClosed(f"hold {hold_id} is {hold['status']}")
         return load_entry(conn, hold["close_entry_id"])
-    draft = core.release_entry(hold["wallet_id"], hold["currency"], hold["amount_micros"],
-                               hold_id, reason=reason, receipt_id=receipt_id)
+    draft = core.release_entry(
+        hold["wallet_id"],
+        hold["currency"],
+        hold["amount_micros"],
+        hold_id,
+        reason=reason,
+        receipt_id=receipt_id,
+    )
     entry = post_entry(conn, draft)
     _close_hold(conn, hold_id, "released", reason, 0, entry.id, receipt_id)
     return entry
@@ -179,8 +240,15 @@ def recover_holds(conn: sqlite3.Connection, *, keep_owner: str | None = None) ->
     return [r[0] for r in rows]
 
 
-def _close_hold(conn: sqlite3.Connection, hold_id: str, status: str, reason: str | None,
-                charge: int, entry_id: int, receipt_id: str | None) -> None:
+def _close_hold(
+    conn: sqlite3.Connection,
+    hold_id: str,
+    status: str,
+    reason: str | None,
+    charge: int,
+    entry_id: int,
+    receipt_id: str | None,
+) -> None:
     conn.execute(
         "UPDATE holds SET status = ?, reason = ?, charge_micros = ?, closed_at = ?, "
         "close_entry_id = ?, receipt_id = COALESCE(?, receipt_id) WHERE id = ?",
@@ -240,8 +308,14 @@ def list_wallets(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         bal = wallet_balance(conn, row["id"])
-        out.append({**dict(row), "balance_micros": bal.balance, "held_micros": bal.held,
-                    "available_micros": bal.available})
+        out.append(
+            {
+                **dict(row),
+                "balance_micros": bal.balance,
+                "held_micros": bal.held,
+                "available_micros": bal.available,
+            }
+        )
     return out
 
 
@@ -251,7 +325,8 @@ def load_entry(conn: sqlite3.Connection, entry_id: int) -> StoredEntry:
         raise NotFound(f"no ledger entry {entry_id}")
     postings = conn.execute(
         "SELECT account, currency, amount_micros FROM postings WHERE entry_id = ? ORDER BY seq",
-        (entry_id,)).fetchall()
+        (entry_id,),
+    ).fetchall()
     return _stored(row, [Posting(*p) for p in postings])
 
 
@@ -259,34 +334,63 @@ def _stored(row: sqlite3.Row, postings: list[Posting]) -> StoredEntry:
     # Built without EntryDraft's checks: a tampered row must reach verify(), not crash it.
     draft = object.__new__(EntryDraft)
     for name, value in (
-        ("kind", row["kind"]), ("wallet_id", row["wallet_id"]), ("currency", row["currency"]),
-        ("postings", tuple(postings)), ("memo", row["memo"]),
-        ("idempotency_key", row["idempotency_key"]), ("reverses_id", row["reverses_id"]),
-        ("hold_id", row["hold_id"]), ("receipt_id", row["receipt_id"]),
+        ("kind", row["kind"]),
+        ("wallet_id", row["wallet_id"]),
+        ("currency", row["currency"]),
+        ("postings", tuple(postings)),
+        ("memo", row["memo"]),
+        ("idempotency_key", row["idempotency_key"]),
+        ("reverses_id", row["reverses_id"]),
+        ("hold_id", row["hold_id"]),
+        ("receipt_id", row["receipt_id"]),
         ("topup_id", row["topup_id"]),
     ):
         object.__setattr__(draft, name, value)
-    return StoredEntry(row["id"], row["created_at"], draft, row["balance_after_micros"],
-                       row["held_after_micros"], row["prev_hash"], row["hash"])
+    return StoredEntry(
+        row["id"],
+        row["created_at"],
+        draft,
+        row["balance_after_micros"],
+        row["held_after_micros"],
+        row["prev_hash"],
+        row["hash"],
+    )
 
 
 def entry_dict(entry: StoredEntry) -> dict[str, Any]:
     d = entry.draft
     amount, held = d.wallet_deltas()
     return {
-        "id": entry.id, "kind": d.kind, "wallet": d.wallet_id, "currency": d.currency,
-        "amount_micros": amount, "held_delta_micros": held,
-        "balance_after_micros": entry.balance_after, "held_after_micros": entry.held_after,
-        "memo": d.memo, "created_at": entry.created_at, "receipt_id": d.receipt_id,
-        "topup_id": d.topup_id, "hold_id": d.hold_id, "reverses_id": d.reverses_id,
-        "idempotency_key": d.idempotency_key, "hash": entry.hash, "prev_hash": entry.prev_hash,
-        "postings": [{"account": p.account, "currency": p.currency, "amount_micros": p.amount}
-                     for p in d.postings],
+        "id": entry.id,
+        "kind": d.kind,
+        "wallet": d.wallet_id,
+        "currency": d.currency,
+        "amount_micros": amount,
+        "held_delta_micros": held,
+        "balance_after_micros": entry.balance_after,
+        "held_after_micros": entry.held_after,
+        "memo": d.memo,
+        "created_at": entry.created_at,
+        "receipt_id": d.receipt_id,
+        "topup_id": d.topup_id,
+        "hold_id": d.hold_id,
+        "reverses_id": d.reverses_id,
+        "idempotency_key": d.idempotency_key,
+        "hash": entry.hash,
+        "prev_hash": entry.prev_hash,
+        "postings": [
+            {"account": p.account, "currency": p.currency, "amount_micros": p.amount}
+            for p in d.postings
+        ],
     }
 
 
 def wallet_entries(
-    conn: sqlite3.Connection, wallet_id: str, *, before: int | None = None, limit: int = 50,
+    conn: sqlite3.Connection,
+    wallet_id: str,
+    *,
+    before: int | None = None,
+    limit: int = 50,
     kind: str | None = None,
 ) -> list[sqlite3.Row]:
     """A page of a wallet's statement, newest first (keyset pagination on id)."""
@@ -336,7 +440,8 @@ def _verify(conn: sqlite3.Connection) -> VerifyReport:
     expected_id = 1
     count = 0
     postings = conn.execute(
-        "SELECT entry_id, account, currency, amount_micros FROM postings ORDER BY entry_id, seq")
+        "SELECT entry_id, account, currency, amount_micros FROM postings ORDER BY entry_id, seq"
+    )
     pending = next(postings, None)
     for row in conn.execute("SELECT * FROM entries ORDER BY id"):
         count += 1
@@ -351,15 +456,26 @@ def _verify(conn: sqlite3.Connection) -> VerifyReport:
             return VerifyReport(False, count, f"{where}: expected entry id {expected_id}")
         expected_id += 1
         if entry.prev_hash != prev_hash:
-            return VerifyReport(False, count, f"{where}: prev_hash does not match entry {entry.id - 1}")
+            return VerifyReport(
+                False, count, f"{where}: prev_hash does not match entry {entry.id - 1}"
+            )
         try:
             core.check_balanced(entry.draft.postings)
         except core.LedgerError as exc:
             return VerifyReport(False, count, f"{where}: {exc}")
-        digest = core.entry_hash(prev_hash, entry.id, entry.created_at, entry.draft,
-                                 entry.balance_after, entry.held_after)
+        digest = core.entry_hash(
+            prev_hash,
+            entry.id,
+            entry.created_at,
+            entry.draft,
+            entry.balance_after,
+            entry.held_after,
+        )
         if digest != entry.hash:
             return VerifyReport(False, count, f"{where}: hash mismatch (the entry was edited)")
+        if row["amount_micros"] != entry.draft.wallet_deltas()[0]:
+            # Not hashed: it is derived from the postings, so check it against them.
+            return VerifyReport(False, count, f"{where}: amount does not match its postings")
         for p in entry.draft.postings:
             sums[(p.account, p.currency)] += p.amount
             if p.account.startswith("wallet:") and sums[(p.account, p.currency)] < 0:
@@ -369,21 +485,33 @@ def _verify(conn: sqlite3.Connection) -> VerifyReport:
             free = sums[(core.wallet_account(wid), entry.draft.currency)]
             held = sums[(core.hold_account(wid), entry.draft.currency)]
             if (free + held, held) != (entry.balance_after, entry.held_after):
-                return VerifyReport(False, count, f"{where}: recorded balance after does not match postings")
+                return VerifyReport(
+                    False, count, f"{where}: recorded balance after does not match postings"
+                )
         prev_hash = entry.hash
     if pending is not None:
         return VerifyReport(False, count, f"posting of unknown entry {pending[0]}")
-    for row in conn.execute("SELECT id, currency, balance_micros FROM accounts ORDER BY id, currency"):
+    for row in conn.execute(
+        "SELECT id, currency, balance_micros FROM accounts ORDER BY id, currency"
+    ):
         if sums.get((row[0], row[1]), 0) != row[2]:
             return VerifyReport(
-                False, count,
+                False,
+                count,
                 f"account {row[0]} {row[1]}: stored balance {row[2]} != sum of postings "
-                f"{sums.get((row[0], row[1]), 0)}")
+                f"{sums.get((row[0], row[1]), 0)}",
+            )
     open_holds: dict[tuple[str, str], int] = defaultdict(int)
-    for row in conn.execute("SELECT wallet_id, currency, amount_micros FROM holds WHERE status = 'open'"):
+    for row in conn.execute(
+        "SELECT wallet_id, currency, amount_micros FROM holds WHERE status = 'open'"
+    ):
         open_holds[(core.hold_account(row[0]), row[1])] += row[2]
     for (account, cur), total in sums.items():
         if account.startswith("hold:") and total != open_holds.get((account, cur), 0):
-            return VerifyReport(False, count, f"{account} {cur}: {total} held but open holds sum to "
-                                f"{open_holds.get((account, cur), 0)}")
+            return VerifyReport(
+                False,
+                count,
+                f"{account} {cur}: {total} held but open holds sum to "
+                f"{open_holds.get((account, cur), 0)}",
+            )
     return VerifyReport(True, count, None)

@@ -112,19 +112,32 @@ class Writer:
             for _fn, _args, future in batch:
                 future.set_exception(exc)
             return
-        for fn, args, future in batch:
+        for i, (fn, args, future) in enumerate(batch):
             if not future.set_running_or_notify_cancel():
                 continue
             conn.execute("SAVEPOINT job")
+            error: BaseException | None = None
             try:
                 result = fn(conn, *args)
             except BaseException as exc:  # the job's own error goes back to its caller
-                conn.execute("ROLLBACK TO job")
+                result, error = None, exc
+            try:
+                if error is not None:
+                    conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-                outcomes.append((future, None, exc))
-            else:
-                conn.execute("RELEASE job")
-                outcomes.append((future, result, None))
+            except sqlite3.Error as exc:
+                # The transaction is gone: SQLite rolled it back by itself (disk
+                # full, I/O error) or the job ended it. The jobs before this one
+                # are lost with it; the ones after get a transaction of their own.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                log.error("transaction lost in a batch of %d: %s", len(batch), exc)
+                for earlier, _result, _error in outcomes:
+                    earlier.set_exception(exc)
+                future.set_exception(error or exc)
+                self._commit_batch(conn, batch[i + 1 :])
+                return
+            outcomes.append((future, result, error))
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -29,14 +29,19 @@ async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return data
 
 
-def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+def field(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True
+) -> Any:
     value = data.get(name)
     if value is None:
         if required:
             raise BadRequest(f"missing field '{name}'", param=name)
         return None
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (
-            kind if isinstance(kind, tuple) else (kind,)):
+    if (
+        not isinstance(value, kind)
+        or (isinstance(value, bool)
+        and bool not in (kind if isinstance(kind, tuple) else (kind,)))
+    ):
         raise BadRequest(f"field '{name}' has the wrong type", param=name)
     return value
 
@@ -63,11 +68,16 @@ class WalletsAPI(Controller):
         return state.wallets.get(wallet_id)
 
     @get("/wallets/{wallet_id:str}/ledger", sync_to_thread=False)
-    def ledger(self, request: Request[Any, Any, Any], state: State, wallet_id: str) -> dict[str, Any]:
+    def ledger(
+        self, request: Request[Any, Any, Any], state: State, wallet_id: str
+    ) -> dict[str, Any]:
         q = request.query_params
         return state.wallets.ledger(
-            wallet_id, cursor=q.get("cursor"), limit=int_param(q.get("limit"), "limit", 50),
-            kind=q.get("kind") or None)
+            wallet_id,
+            cursor=q.get("cursor"),
+            limit=int_param(q.get("limit"), "limit", 50),
+            kind=q.get("kind") or None,
+        )
 
     @get("/ledger/entries/{entry_id:int}", sync_to_thread=False)
     def entry(self, state: State, entry_id: int) -> dict[str, Any]:
@@ -78,9 +88,12 @@ class WalletsAPI(Controller):
         data = await json_object(request)
         amount = field(data, "amount", (str, int))
         return await state.wallets.adjust(
-            field(data, "wallet", str), str(amount), field(data, "reason", str),
+            field(data, "wallet", str),
+            str(amount),
+            field(data, "reason", str),
             idempotency_key=field(data, "idempotency_key", str, required=False)
-            or request.headers.get("idempotency-key"))
+            or request.headers.get("idempotency-key"),
+        )
 
     @get("/ledger/verify", sync_to_thread=True)
     def verify(self, state: State) -> dict[str, Any]:

@@ -13,10 +13,13 @@ from litestar.response import Redirect
 
 from localgate import __version__
 from localgate.config import Settings
+from localgate.services.gateway_setup import assemble, make_http_client
 from localgate.services.wallets import Wallets
-from localgate.store import Store
+from localgate.store import Store, recover
 from localgate.web.api import WalletsAPI
 from localgate.web.errors import EXCEPTION_HANDLERS
+from localgate.web.gateway_api import KeysAPI, ReceiptsAPI
+from localgate.web.openai_api import openai_app
 from localgate.web.security import (
     SESSION_COOKIE,
     HostCheck,
@@ -38,10 +41,17 @@ def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         return Response(
             "This login link is not valid. Use the link that 'localgate serve' printed, or "
             "the token in <data dir>/admin-token: /login?token=...",
-            status_code=401, media_type=MediaType.TEXT)
+            status_code=401,
+            media_type=MediaType.TEXT,
+        )
     response: Response[Any] = Redirect("/")
-    response.set_cookie(SESSION_COOKIE, sign_session(state.settings.admin_token),
-                        httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        sign_session(state.settings.admin_token),
+        httponly=True,
+        samesite="strict",
+        path="/",
+    )
     return response
 
 
@@ -54,18 +64,23 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
         own = store is None
         st = store or Store.open(settings.db_path, wallets=settings.wallets)
         if own:
-            st.recover()
+            recover(st)
         app.state.store = st
         app.state.wallets = Wallets(st)
+        client = make_http_client()
+        assembled = assemble(settings, st, client)
+        app.state.gateway = assembled.gateway
+        app.state.channel_notes = assembled.channel_notes
         try:
             yield
         finally:
+            await client.aclose()
             if own:
                 st.close()
 
     allowed = allowed_host_names(settings.get("server.allowed_hosts"), settings.host)
     return Litestar(
-        route_handlers=[health, login, WalletsAPI],
+        route_handlers=[health, login, WalletsAPI, KeysAPI, ReceiptsAPI, openai_app],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -18,42 +18,35 @@ from localgate.money import decimal_str
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first matching class decides the status.
-STATUS: tuple[tuple[type[e.LocalgateError], int], ...] = (
-    (e.Unauthenticated, 401),
-    (e.Forbidden, 403),
-    (e.RateLimited, 429),
-    (e.InsufficientFunds, 402),
-    (e.WalletFrozen, 402),
-    (e.NotFound, 404),
-    (e.Conflict, 409),
-    (e.HoldClosed, 409),
-    (e.LedgerError, 409),
-    (e.UpstreamError, 502),
-    (e.PaymentError, 502),
-    (e.BadRequest, 400),
-    (e.MoneyError, 400),
-    (e.ConfigError, 400),
-    (e.LocalgateError, 400),
-)
-
 OPENAI_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-    403: "permission_error", 404: "not_found_error", 409: "invalid_request_error",
-    413: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
     504: "upstream_error",
 }
 ANTHROPIC_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-    429: "rate_limit_error", 500: "api_error", 502: "api_error", 504: "api_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    504: "api_error",
 }
 
 
 def status_for(exc: e.LocalgateError) -> int:
-    if isinstance(exc, e.UpstreamError) and exc.timeout:
-        return 504
-    return next(status for cls, status in STATUS if isinstance(exc, cls))
+    """Each error class carries its HTTP status (``http_status``)."""
+    return exc.http_status
 
 
 def dialect(path: str) -> str:
@@ -64,26 +57,43 @@ def dialect(path: str) -> str:
     return "admin"
 
 
-def error_body(path: str, status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
+def error_body(
+    path: str, status: int, message: str, code: str, param: str | None = None
+) -> dict[str, Any]:
     kind = dialect(path)
     if kind == "anthropic":
-        return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"),
-                                           "message": message}}
+        return {
+            "type": "error",
+            "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message},
+        }
     if kind == "openai":
-        return {"error": {"message": message, "type": OPENAI_TYPES.get(status, "api_error"),
-                          "param": param, "code": code}}
+        return {
+            "error": {
+                "message": message,
+                "type": OPENAI_TYPES.get(status, "api_error"),
+                "param": param,
+                "code": code,
+            }
+        }
     return {"error": {"code": code, "message": message}}
 
 
-def error_response(path: str, exc: e.LocalgateError, headers: dict[str, str] | None = None) -> Response[Any]:
+def error_response(
+    path: str, exc: e.LocalgateError, headers: dict[str, str] | None = None
+) -> Response[Any]:
     status = status_for(exc)
-    headers = dict(headers or {})
+    headers = {**exc.headers, **(headers or {})}
     if isinstance(exc, e.RateLimited):
         headers["retry-after"] = str(max(1, int(exc.retry_after)))
     body = error_body(path, status, exc.message, exc.code, getattr(exc, "param", None))
     if isinstance(exc, e.InsufficientFunds) and "error" in body:
-        body["error"].update({"wallet": exc.wallet, "needed": decimal_str(exc.needed),
-                              "available": decimal_str(exc.available)})
+        body["error"].update(
+            {
+                "wallet": exc.wallet,
+                "needed": decimal_str(exc.needed),
+                "available": decimal_str(exc.available),
+            }
+        )
     return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
 
 
@@ -94,19 +104,32 @@ def handle_localgate_error(request: Request[Any, Any, Any], exc: e.LocalgateErro
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     message = exc.detail or "request failed"
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-            401: "unauthorized", 400: "invalid_request"}.get(status, "http_error")
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        401: "unauthorized",
+        400: "invalid_request",
+    }.get(status, "http_error")
     if status == 413:
         message = "request body too large: the limit is server.max_body_bytes"
-    return Response(error_body(request.url.path, status, message, code), status_code=status,
-                    headers=dict(exc.headers or {}), media_type=MediaType.JSON)
+    return Response(
+        error_body(request.url.path, status, message, code),
+        status_code=status,
+        headers=dict(exc.headers or {}),
+        media_type=MediaType.JSON,
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return Response(
-        error_body(request.url.path, 500, "internal error in localgate; see its log", "internal_error"),
-        status_code=500, media_type=MediaType.JSON)
+        error_body(
+            request.url.path, 500, "internal error in localgate; see its log", "internal_error"
+        ),
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

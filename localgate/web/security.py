@@ -39,7 +39,8 @@ def valid_session(admin_token: str, value: str | None) -> bool:
 
 def valid_admin_token(admin_token: str, presented: str | None) -> bool:
     return bool(admin_token and presented) and hmac.compare_digest(
-        admin_token.encode(), presented.encode())  # type: ignore[union-attr]
+        admin_token.encode(), presented.encode()
+    )  # type: ignore[union-attr]
 
 
 def bearer(headers: Any) -> str | None:
@@ -51,7 +52,8 @@ def bearer(headers: Any) -> str | None:
 def is_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     token = connection.app.state.settings.admin_token
     return valid_admin_token(token, bearer(connection.headers)) or valid_session(
-        token, connection.cookies.get(SESSION_COOKIE))
+        token, connection.cookies.get(SESSION_COOKIE)
+    )
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -59,7 +61,8 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
         raise Unauthenticated(
             "admin login required: send 'Authorization: Bearer <admin token>' (the token is in "
             "<data dir>/admin-token) or open the login link that 'localgate serve' prints",
-            code="admin_auth_required")
+            code="admin_auth_required",
+        )
 
 
 def allowed_host_names(configured: Iterable[str], bind_host: str) -> frozenset[str]:
@@ -73,7 +76,7 @@ def host_name(raw: str) -> str:
     """The name part of a Host header: strips the port and IPv6 brackets."""
     raw = raw.strip().lower()
     if raw.startswith("["):
-        return raw[1:raw.find("]")] if "]" in raw else raw
+        return raw[1 : raw.find("]")] if "]" in raw else raw
     return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
 
 
@@ -96,13 +99,22 @@ class HostCheck:
                     host = value.decode("latin-1")
                     break
             if host_name(host) not in self.allowed:
-                body = (b'{"error":{"message":"Host not allowed: localgate answers only to '
-                        b'loopback names (DNS rebinding protection); add the name to '
-                        b'server.allowed_hosts to allow it","type":"invalid_request_error",'
-                        b'"code":"host_not_allowed","param":null}}')
-                await send({"type": "http.response.start", "status": 403, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]})
+                body = (
+                    b'{"error":{"message":"Host not allowed: localgate answers only to '
+                    b"loopback names (DNS rebinding protection); add the name to "
+                    b'server.allowed_hosts to allow it","type":"invalid_request_error",'
+                    b'"code":"host_not_allowed","param":null}}'
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

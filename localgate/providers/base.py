@@ -1,0 +1,168 @@
+"""The provider interface: one door for every upstream, built-in demo included.
+
+A provider takes an OpenAI-format request (:class:`ProviderRequest`) and
+answers in the OpenAI dialect: :meth:`Provider.complete` returns an
+:class:`UpstreamResponse`, :meth:`Provider.open_stream` an
+:class:`UpstreamStream` of :class:`StreamEvent` s. Adapters for upstreams that
+speak another dialect (Anthropic, Gemini) translate into this one. Every
+failure leaves a provider as :class:`~localgate.errors.UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+
+from localgate.core.pricing import Usage
+from localgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from localgate.config import ChannelSettings
+
+Endpoint = Literal["chat", "embeddings"]
+
+
+@dataclass(slots=True)
+class ProviderRequest:
+    endpoint: Endpoint
+    body: dict[str, Any]  # OpenAI format, already carrying the upstream model id
+    stream: bool = False
+    client_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    content: bytes  # the body to relay unchanged (transfer/content encoding already undone)
+    body: dict[str, Any]
+    usage: Usage | None  # None when the upstream did not report it
+
+
+class StreamEvent(NamedTuple):
+    raw: bytes  # one complete SSE block, ending with b"\n\n", to relay verbatim
+    usage_only: bool = False  # the include_usage chunk: no choices, only usage
+    done: bool = False  # `data: [DONE]`
+
+
+def usage_from_openai(data: object) -> Usage | None:
+    """Map an OpenAI ``usage`` object (chat or embeddings) to :class:`Usage`.
+
+    Upstreams, routed pools especially, sometimes report odd numbers; they are
+    clamped into a valid Usage rather than failing a request that succeeded.
+    """
+    if not isinstance(data, dict):
+        return None
+
+    def num(obj: object, key: str) -> int:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, 0)
+        if isinstance(value, float) and math.isfinite(value):
+            return max(int(value), 0)
+        return 0
+
+    prompt = num(data, "prompt_tokens")
+    output = num(data, "completion_tokens")
+    cached = min(num(data.get("prompt_tokens_details"), "cached_tokens"), prompt)
+    reasoning = min(num(data.get("completion_tokens_details"), "reasoning_tokens"), output)
+    return Usage(input=prompt, cached_input=cached, output=output, reasoning=reasoning)
+
+
+class UpstreamStream(ABC):
+    """An async iterator of :class:`StreamEvent` from one upstream call.
+
+    While iterating it accumulates ``usage``, ``output_text`` (for token
+    estimation when usage is missing), ``finish_reason`` and ``completed``.
+    Iteration raises UpstreamError when the stream breaks. ``aclose()`` ends
+    the upstream call promptly; it is safe to call more than once.
+    """
+
+    def __init__(self, *, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.headers: Mapping[str, str] = headers or {}
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.completed = False
+        self._parts: list[str] = []
+
+    @property
+    def output_text(self) -> str:
+        return "".join(self._parts)
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    @abstractmethod
+    async def __anext__(self) -> StreamEvent: ...
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop the upstream call (the upstream must see the connection close)."""
+
+    async def __aenter__(self) -> UpstreamStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def observe_chunk(self, chunk: dict[str, Any]) -> bool:
+        """Account one OpenAI ``chat.completion.chunk``; True if it is usage-only."""
+        choices = chunk.get("choices")
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage_from_openai(usage)
+        if not choices:
+            return bool(usage)
+        parts = self._parts
+        for choice in choices:
+            delta = choice.get("delta")
+            if delta:
+                # Everything the upstream bills as output counts for the estimate.
+                for key in ("content", "refusal", "reasoning_content"):
+                    text = delta.get(key)
+                    if text:
+                        parts.append(text)
+                for call in delta.get("tool_calls") or ():
+                    function = call.get("function") or {}
+                    if function.get("name"):
+                        parts.append(function["name"])
+                    if function.get("arguments"):
+                        parts.append(function["arguments"])
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finish_reason = reason
+        return False
+
+
+class Provider(ABC):
+    """Base class of upstream adapters; concrete kinds register in PROVIDERS."""
+
+    kind: ClassVar[str] = ""
+    needs_key: ClassVar[bool] = True
+    can_stream: ClassVar[bool] = True
+    # False: stream usage may be missing even when asked for; expect estimates.
+    reports_stream_usage: ClassVar[bool] = True
+
+    def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
+        if self.needs_key and not channel.api_key:
+            raise ConfigError(
+                f"No key for channel {channel.id}: set the variable named by its api_key_env "
+                "in the environment or in secrets.toml"
+            )
+        self.channel = channel
+        self.client = client
+
+    @abstractmethod
+    async def complete(self, req: ProviderRequest) -> UpstreamResponse:
+        """One non-stream call; raise UpstreamError on any failure."""
+
+    @abstractmethod
+    async def open_stream(self, req: ProviderRequest) -> UpstreamStream:
+        """Return once the upstream answered 200 with headers; raise UpstreamError
+        (``retryable`` for connect errors, timeouts, 429 and 5xx) otherwise."""

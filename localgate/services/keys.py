@@ -1,0 +1,174 @@
+"""API key use cases: create (shown once), list, pause/resume/revoke, authenticate.
+
+Authentication is on every request's path, so policies are cached by key hash;
+the cache is dropped whenever ``meta.keys_generation`` moves, which every key
+change does — also one made by the CLI in another process.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from localgate.core import keys as core
+from localgate.core.keys import KeyPolicy
+from localgate.errors import BadRequest, Unauthenticated
+from localgate.money import decimal_str
+from localgate.store import Store
+from localgate.store import keys as key_store
+
+MAX_LABEL = 200
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(6)
+
+
+def parse_key_request(data: dict[str, Any], key_id: str) -> KeyPolicy:
+    """A KeyPolicy from API/CLI input; BadRequest names the field."""
+    label = data.get("label")
+    if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL:
+        raise BadRequest(f"'label' is required: a name of 1-{MAX_LABEL} characters", param="label")
+    project = data.get("project")
+    if project is not None and (not isinstance(project, str) or len(project) > MAX_LABEL):
+        raise BadRequest("'project' must be a short string", param="project")
+    models = data.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise BadRequest(
+            "'models' must be a list of model ids or patterns like \"gpt-4o*\"", param="models"
+        )
+    settlement = data.get("settlement") or "any"
+    if settlement not in core.SETTLEMENTS:
+        raise BadRequest("'settlement' must be official, routed or any", param="settlement")
+    rpm = data.get("rpm")
+    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 1):
+        raise BadRequest(
+            "'rpm' must be a positive whole number of requests per minute", param="rpm"
+        )
+    budgets_raw = data.get("budgets")
+    if budgets_raw is not None and not isinstance(budgets_raw, dict):
+        raise BadRequest(
+            '\'budgets\' must be an object like {"USD": {"day": "5"}}', param="budgets"
+        )
+    try:
+        budgets = core.parse_budgets(budgets_raw)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="budgets") from None
+    return KeyPolicy(
+        id=key_id,
+        label=label.strip(),
+        project=project or None,
+        models=tuple(models),
+        settlement=settlement,
+        budgets=budgets,
+        rpm=rpm,
+        expires_at=_expiry(data.get("expires_at")),
+    )
+
+
+def _expiry(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    raise BadRequest("'expires_at' must be an ISO 8601 time or epoch seconds", param="expires_at")
+
+
+class KeyService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, KeyPolicy] = {}
+        self._generation = -1
+
+    def authenticate(self, token: str | None) -> KeyPolicy:
+        """The policy of a presented key, or Unauthenticated. Revocation, expiry and
+        pause are checked by the caller (a known key's rejection gets a receipt)."""
+        if not token:
+            raise Unauthenticated(
+                "missing API key: send 'Authorization: Bearer lg_...' (create one with "
+                "`localgate keys create` or on the Keys page)"
+            )
+        conn = self.store.read()
+        generation = key_store.keys_generation(conn)
+        if generation != self._generation:
+            self._cache.clear()
+            self._generation = generation
+        digest = core.hash_key(token)
+        policy = self._cache.get(digest)
+        if policy is None:
+            policy = key_store.find_by_hash(conn, digest)
+            if policy is None:
+                raise Unauthenticated("invalid API key: it is unknown to this localgate")
+            self._cache[digest] = policy
+        return policy
+
+    def _create(self, conn: Any, policy: KeyPolicy) -> dict[str, Any]:
+        plaintext, digest = core.generate_key()
+        key_store.insert_key(conn, policy, digest, core.key_prefix(plaintext))
+        view = key_store.key_view(key_store.get_key_row(conn, policy.id))
+        view["key"] = plaintext
+        return view
+
+    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        policy = parse_key_request(data, new_key_id())
+        return await self.store.write(self._create, policy)
+
+    def create_sync(self, data: dict[str, Any]) -> dict[str, Any]:
+        return self.store.write_sync(self._create, parse_key_request(data, new_key_id()))
+
+    def list(self) -> list[dict[str, Any]]:
+        conn = self.store.read()
+        return [
+            key_store.key_view(row, self._spend(conn, row["id"]))
+            for row in key_store.list_key_rows(conn)
+        ]
+
+    def get(self, key_id: str) -> dict[str, Any]:
+        conn = self.store.read()
+        return key_store.key_view(key_store.get_key_row(conn, key_id), self._spend(conn, key_id))
+
+    def _spend(self, conn: Any, key_id: str) -> dict[str, Any]:
+        now = time.time()
+        out = {}
+        for (cur,) in conn.execute(
+            "SELECT DISTINCT currency FROM key_spend WHERE key_id = ?", (key_id,)
+        ).fetchall():
+            spend = key_store.spend_of(conn, key_id, cur, now, include_holds=False)
+            out[cur] = {w: decimal_str(getattr(spend, w)) for w in core.WINDOWS}
+        return out
+
+    @staticmethod
+    def _set_state(conn: Any, key_id: str, action: str) -> dict[str, Any]:
+        policy = key_store.policy_from_row(key_store.get_key_row(conn, key_id))
+        from dataclasses import replace
+
+        if action == "revoke":
+            policy = replace(policy, revoked=True)
+        elif policy.revoked:
+            raise BadRequest(f"key {key_id} is revoked; a revoked key cannot be {action}d")
+        else:
+            policy = replace(policy, paused=(action == "pause"))
+        key_store.update_key(conn, policy)
+        return key_store.key_view(key_store.get_key_row(conn, key_id))
+
+    async def set_state(self, key_id: str, action: str) -> dict[str, Any]:
+        _check_action(action)
+        return await self.store.write(self._set_state, key_id, action)
+
+    def set_state_sync(self, key_id: str, action: str) -> dict[str, Any]:
+        _check_action(action)
+        return self.store.write_sync(self._set_state, key_id, action)
+
+
+def _check_action(action: str) -> None:
+    if action not in ("pause", "resume", "revoke"):
+        raise BadRequest(f"unknown key action {action!r}: use pause, resume or revoke")

@@ -1,0 +1,499 @@
+"""The gateway's heart: authenticate, route, hold, call, settle, receipt — every request.
+
+``Gateway.handle`` takes an OpenAI-format request and answers with a
+:class:`Reply`: a whole body, or a :class:`~localgate.services.relay.StreamRelay`
+that the web layer pumps. Every path that identified a key ends in exactly one
+stored receipt; every hold placed is settled or released exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localgate import tokens
+from localgate.config import Settings
+from localgate.core import keys as core_keys
+from localgate.core import routing
+from localgate.core.catalog import Catalog, Model, Route
+from localgate.core.keys import KeyPolicy
+from localgate.core.pricing import Usage, charge_micros, exact_cost
+from localgate.core.receipts import (
+    POLICY_CHARGED,
+    POLICY_ESTIMATED,
+    POLICY_FAILED,
+    Receipt,
+    new_receipt_id,
+    recognise_client,
+)
+from localgate.errors import (
+    BadRequest,
+    Forbidden,
+    InsufficientFunds,
+    LocalgateError,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+)
+from localgate.money import decimal_str
+from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse
+from localgate.services import charging
+from localgate.services.keys import KeyService
+from localgate.services.relay import StreamRelay, receipt_headers
+from localgate.store import Store
+from localgate.store.db import utcnow
+
+MAX_N = 16
+
+
+@dataclass
+class Caller:
+    token: str | None
+    user_agent: str = ""
+    request_id: str = ""
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    relay: StreamRelay | None = None
+
+
+@dataclass
+class Attempted:
+    """The state of one request as routes are tried."""
+
+    receipt: Receipt
+    policy: KeyPolicy
+    model: Model
+    input_tokens: int
+    requested_output: int | None
+    n: int
+    stream: bool
+    wants_usage: bool
+    started: float
+    grant: charging.HoldGrant | None = None
+    errors: list[LocalgateError] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        keys: KeyService,
+        catalog: Catalog,
+        providers: Mapping[str, Provider],
+        price_versions: Mapping[str, str],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.catalog = catalog
+        self.providers = providers
+        self.price_versions = price_versions
+        self.health = routing.ChannelHealth()
+        self.limiter = core_keys.RateLimiter()
+        self.wallet_by_settlement = {}
+        for wallet in settings.wallets:
+            self.wallet_by_settlement.setdefault(wallet.settlement, wallet.id)
+
+    # -- what a key can see ----------------------------------------------------
+
+    def usable_routes(self, model: Model) -> list[Route]:
+        return [r for r in self.catalog.routes_for(model.id) if r.channel in self.providers]
+
+    def visible_models(self, policy: KeyPolicy) -> list[dict[str, Any]]:
+        out = []
+        for model in self.catalog.models():
+            if not core_keys.model_allowed(policy, model.id):
+                continue
+            routes = [
+                r
+                for r in self.usable_routes(model)
+                if core_keys.settlement_allowed(policy, r.settlement)
+            ]
+            if routes:
+                out.append(self.model_object(model, routes))
+        return out
+
+    def model_object(self, model: Model, routes: list[Route]) -> dict[str, Any]:
+        return {
+            "id": model.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": model.family,
+            "localgate": {
+                "name": model.name,
+                "kind": model.kind,
+                "context_length": model.context_length,
+                "max_output_tokens": model.max_output_tokens,
+                "route_types": sorted({r.settlement for r in routes}),
+                "routes": [
+                    {
+                        "id": r.id,
+                        "route_type": r.settlement,
+                        "channel": r.channel,
+                        "wallet": self.wallet_by_settlement.get(r.settlement),
+                        "priority": r.priority,
+                        "price": r.price.as_dict(),
+                        "price_version": self.price_versions.get(r.id),
+                    }
+                    for r in routes
+                ],
+            },
+        }
+
+    def find_model(self, policy: KeyPolicy, model_id: str) -> dict[str, Any]:
+        model = self.catalog.get(model_id)
+        routes = (
+            []
+            if model is None
+            else [
+                r
+                for r in self.usable_routes(model)
+                if core_keys.settlement_allowed(policy, r.settlement)
+            ]
+        )
+        if model is None or not routes or not core_keys.model_allowed(policy, model.id):
+            raise NotFound(
+                f"The model '{model_id}' does not exist or this key may not use it",
+                code="model_not_found",
+            )
+        return self.model_object(model, routes)
+
+    # -- one request ------------------------------------------------------------
+
+    async def handle(self, endpoint: str, body: dict[str, Any], caller: Caller) -> Reply:
+        policy = self.keys.authenticate(caller.token)  # unknown key: no receipt to write
+        stream = bool(body.get("stream")) and endpoint == "chat"
+        receipt = Receipt(
+            id=new_receipt_id(),
+            request_id=caller.request_id or "",
+            created_at=utcnow(),
+            endpoint=f"/v1/{'chat/completions' if endpoint == 'chat' else endpoint}",
+            stream=stream,
+            key_id=policy.id,
+            key_label=policy.label,
+            key_project=policy.project,
+            user_agent=caller.user_agent[:300] or None,
+            client=recognise_client(caller.user_agent),
+            requested_model=body.get("model") if isinstance(body.get("model"), str) else None,
+        )
+        try:
+            state = self._admit(endpoint, body, policy, receipt, stream)
+            return await self._attempt_routes(endpoint, body, state)
+        except LocalgateError as exc:
+            if receipt.status == "pending" and receipt.hold_id is None:
+                receipt.reject(exc.http_status, exc.message)
+                await self.store.write(charging.record, receipt)
+            exc.headers = receipt_headers(receipt)
+            raise
+
+    def _admit(
+        self, endpoint: str, body: dict[str, Any], policy: KeyPolicy, receipt: Receipt, stream: bool
+    ) -> Attempted:
+        now = time.time()
+        core_keys.check_usable(policy, now)
+        wait = self.limiter.check(policy.id, policy.rpm, now)
+        if wait is not None:
+            raise RateLimited(
+                f"API key {policy.label!r} is limited to {policy.rpm} requests per "
+                f"minute; retry in {wait:.0f}s",
+                retry_after=int(wait) + 1,
+                code="rate_limit_exceeded",
+            )
+        model_id = receipt.requested_model
+        model = self.catalog.get(model_id) if model_id else None
+        if model is None:
+            raise NotFound(
+                f"The model '{model_id}' does not exist; GET /v1/models lists the "
+                "models this key may use",
+                code="model_not_found",
+            )
+        receipt.catalog_model = model.id
+        if not core_keys.model_allowed(policy, model.id):
+            raise Forbidden(
+                f"API key {policy.label!r} may not use model '{model.id}' (allowed: "
+                f"{', '.join(policy.models)})",
+                code="model_not_allowed",
+            )
+        if (model.kind == "embedding") != (endpoint == "embeddings"):
+            raise BadRequest(
+                f"model '{model.id}' is a {model.kind} model; use "
+                f"/v1/{'embeddings' if model.kind == 'embedding' else 'chat/completions'}",
+                param="model",
+            )
+        n = body.get("n", 1) if endpoint == "chat" else 1
+        if n is None:
+            n = 1
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            raise BadRequest(f"'n' must be a whole number from 1 to {MAX_N}", param="n")
+        requested = _requested_output(body) if endpoint == "chat" else 0
+        input_tokens = (
+            tokens.count_chat_input_tokens(body)
+            if endpoint == "chat"
+            else tokens.count_embedding_input_tokens(body)
+        )
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return Attempted(
+            receipt,
+            policy,
+            model,
+            input_tokens,
+            None if requested is None else requested * n,
+            n,
+            stream,
+            wants_usage,
+            time.perf_counter(),
+        )
+
+    async def _attempt_routes(self, endpoint: str, body: dict[str, Any], st: Attempted) -> Reply:
+        routes = self.usable_routes(st.model)
+        candidates = routing.candidate_routes(
+            routes, st.policy.settlement, self.health, time.time()
+        )
+        if not candidates:
+            if routes:
+                raise Forbidden(
+                    f"model '{st.model.id}' has only {', '.join(sorted({r.settlement for r in routes}))} "
+                    f"routes and API key {st.policy.label!r} may use {st.policy.settlement} only",
+                    code="settlement_not_allowed",
+                )
+            raise NotFound(
+                f"no configured channel serves model '{st.model.id}'; add a channel "
+                "with its key under [[channels]] in config.toml",
+                code="model_not_available",
+            )
+        for index, route in enumerate(candidates):
+            last = index == len(candidates) - 1
+            if not await self._hold_for(route, st, last):
+                continue
+            provider = self.providers[route.channel]
+            request = ProviderRequest(endpoint, self._upstream_body(body, route, st), st.stream)  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            try:
+                if st.stream:
+                    upstream = await provider.open_stream(request)
+                else:
+                    response = await provider.complete(request)
+            except UpstreamError as exc:
+                latency = time.perf_counter() - t0
+                retry = routing.should_retry(exc, first_byte_sent=False)
+                if retry:
+                    self.health.record_failure(route.channel, time.time())
+                self._attempt(
+                    route,
+                    st,
+                    exc.status,
+                    str(exc),
+                    latency,
+                    routing.why_next(exc) if retry and not last else None,
+                )
+                if retry and not last:
+                    continue
+                return await self._fail(st, exc, last_route=route)
+            latency = time.perf_counter() - t0
+            self.health.record_success(route.channel, latency, time.time())
+            self._attempt(route, st, 200, None, latency, None)
+            if st.stream:
+                return self._stream_reply(st, upstream)
+            return await self._complete_reply(st, response)
+        # Every route was refused for money (wallet or budget): report the first.
+        raise st.errors[0]
+
+    async def _hold_for(self, route: Route, st: Attempted, last: bool) -> bool:
+        """Place (or move) the hold for ``route``; False if its wallet cannot pay."""
+        wallet = self.wallet_by_settlement.get(route.settlement)
+        receipt = st.receipt
+        receipt.route_id, receipt.route_type, receipt.channel = (
+            route.id,
+            route.settlement,
+            route.channel,
+        )
+        receipt.upstream_model, receipt.price = route.upstream_model, route.price
+        receipt.price_version_id = self.price_versions.get(route.id)
+        if wallet is None:
+            st.errors.append(
+                NotFound(f"no wallet pays for {route.settlement} routes", code="no_wallet")
+            )
+            return False
+        limit = st.model.max_output_tokens or 0
+        plan = charging.HoldPlan(
+            wallet,
+            route.price,
+            st.input_tokens,
+            st.requested_output,
+            max(limit, 1) * st.n if st.model.kind == "chat" else 0,
+            f"{self.settings.base_url}/billing?wallet={wallet}",
+        )
+        try:
+            if st.grant is None:
+                st.grant = await self.store.write(
+                    charging.begin, receipt, st.policy, plan, self.store.owner
+                )
+            else:
+                st.grant = await self.store.write(
+                    charging.switch,
+                    receipt,
+                    st.policy,
+                    plan,
+                    self.store.owner,
+                    "fallback to another route",
+                )
+        except (InsufficientFunds, RateLimited) as exc:
+            st.errors.append(exc)
+            self._attempt(
+                route,
+                st,
+                None,
+                exc.message,
+                0.0,
+                None if last else "wallet or budget cannot pay, trying next route",
+            )
+            return False
+        return True
+
+    def _attempt(
+        self,
+        route: Route,
+        st: Attempted,
+        status: int | None,
+        error: str | None,
+        latency: float,
+        why_next: str | None,
+    ) -> None:
+        st.receipt.attempts.append(
+            routing.Attempt(
+                channel=route.channel,
+                route_id=route.id,
+                upstream_model=route.upstream_model,
+                settlement=route.settlement,
+                status=status,
+                error=error,
+                latency_ms=round(latency * 1000),
+                why_next=why_next,
+            ).as_dict()
+        )
+
+    def _upstream_body(self, body: dict[str, Any], route: Route, st: Attempted) -> dict[str, Any]:
+        out = dict(body)
+        out["model"] = route.upstream_model
+        if st.model.kind == "chat" and st.requested_output is None and st.grant is not None:
+            # The hold covers this many output tokens; the upstream must not exceed it.
+            per_choice = max(1, st.grant.max_output // st.n)
+            field_name = "max_completion_tokens" if route.channel == "openai" else "max_tokens"
+            out[field_name] = per_choice
+        if st.stream:
+            options = dict(out.get("stream_options") or {})
+            options["include_usage"] = True
+            out["stream_options"] = options
+        return out
+
+    async def _fail(self, st: Attempted, exc: UpstreamError, *, last_route: Route) -> Reply:
+        receipt = st.receipt
+        receipt.status = "failed"
+        receipt.error = str(exc)
+        receipt.charge_policy = POLICY_FAILED
+        receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
+        retried = len(receipt.attempts) > 1
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+            receipt.http_status = exc.status  # the upstream refused the request itself
+        else:
+            receipt.http_status = 504 if exc.timeout else 502
+        await self.store.write(charging.finish, receipt, 0, "failed upstream: not charged")
+        if receipt.http_status < 500 and exc.body:
+            return Reply(
+                receipt.http_status,
+                {"content-type": "application/json", **receipt_headers(receipt)},
+                exc.body.encode(),
+            )
+        summary = "; ".join(
+            f"{a['channel']} ({a['upstream_model']}): {a['error'] or a['status']}"
+            for a in receipt.attempts
+        )
+        raise UpstreamError(
+            f"upstream failed after {len(receipt.attempts)} attempt{'s' if retried else ''}: "
+            f"{summary}. Not charged.",
+            status=receipt.http_status,
+            timeout=exc.timeout,
+        )
+
+    async def _complete_reply(self, st: Attempted, response: UpstreamResponse) -> Reply:
+        receipt = st.receipt
+        usage = response.usage
+        policy = POLICY_CHARGED
+        if usage is None:
+            usage = Usage(
+                input=st.input_tokens,
+                output=tokens.count_tokens(_body_text(response.body)),
+                source="estimated",
+            )
+            policy = POLICY_ESTIMATED
+        await self._settle(st, usage, "succeeded", policy, 200)
+        headers = {
+            "content-type": response.headers.get("content-type", "application/json"),
+            **receipt_headers(receipt),
+        }
+        return Reply(200, headers, response.content)
+
+    async def _settle(
+        self, st: Attempted, usage: Usage, status: str, policy: str, http_status: int
+    ) -> None:
+        receipt = st.receipt
+        assert receipt.price is not None
+        receipt.usage = usage
+        receipt.cost_exact = exact_cost(usage, receipt.price)
+        receipt.status, receipt.charge_policy, receipt.http_status = status, policy, http_status
+        receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
+        if receipt.ttft_ms is None and status == "succeeded":
+            receipt.ttft_ms = receipt.latency_ms
+        await self.store.write(
+            charging.finish,
+            receipt,
+            charge_micros(usage, receipt.price),
+            f"{receipt.catalog_model} via {receipt.channel}",
+        )
+
+    def _stream_reply(self, st: Attempted, upstream: Any) -> Reply:
+        relay = StreamRelay(self, st, upstream)
+        headers = {
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            **receipt_headers(st.receipt, pending=True),
+        }
+        return Reply(200, headers, relay=relay)
+
+
+def _requested_output(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadRequest(f"'{name}' must be a positive whole number", param=name)
+        return value
+    return None
+
+
+def _body_text(body: dict[str, Any]) -> str:
+    """The text an upstream produced, for estimating output when it reported no usage."""
+    parts: list[str] = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {} if isinstance(choice, dict) else {}
+        if isinstance(message.get("content"), str):
+            parts.append(message["content"])
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {} if isinstance(call, dict) else {}
+            parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
+    return "".join(parts)
+
+
+def charge_text(micros: int, currency: str | None) -> str:
+    return f"{decimal_str(micros)} {currency or ''}".strip()

@@ -1,0 +1,51 @@
+"""Admin JSON for the gateway: API keys and receipts (behind the admin guard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+
+from localgate.store import receipts as receipt_store
+from localgate.web.api import int_param, json_object
+from localgate.web.security import admin_guard
+
+MAX_PAGE = 500
+
+
+class KeysAPI(Controller):
+    path = "/api/keys"
+    guards = [admin_guard]
+
+    @get("/", sync_to_thread=False)
+    def list_keys(self, state: State) -> dict[str, Any]:
+        return {"keys": state.gateway.keys.list()}
+
+    @post("/", status_code=201)
+    async def create(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+        return await state.gateway.keys.create(await json_object(request))
+
+    @get("/{key_id:str}", sync_to_thread=False)
+    def get_key(self, state: State, key_id: str) -> dict[str, Any]:
+        return state.gateway.keys.get(key_id)
+
+    @post("/{key_id:str}/{action:str}", status_code=200)
+    async def change(self, state: State, key_id: str, action: str) -> dict[str, Any]:
+        return await state.gateway.keys.set_state(key_id, action)
+
+
+class ReceiptsAPI(Controller):
+    path = "/api/receipts"
+    guards = [admin_guard]
+
+    @get("/", sync_to_thread=False)
+    def list_receipts(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+        q = request.query_params
+        filters = {name: q.get(name) for name in receipt_store.FILTERS if q.get(name)}
+        limit = max(1, min(int_param(q.get("limit"), "limit", 50), MAX_PAGE))
+        return receipt_store.page(state.store.read(), filters, cursor=q.get("cursor"), limit=limit)
+
+    @get("/{receipt_id:str}", sync_to_thread=False)
+    def get_receipt(self, state: State, receipt_id: str) -> dict[str, Any]:
+        return receipt_store.get(state.store.read(), receipt_id)
