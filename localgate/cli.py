@@ -121,6 +121,9 @@ def serve(
             f"refusing to bind {settings.host}: the gateway spends money for whoever can reach "
             "it. Pass --allow-remote if you really mean it."
         )
+    from localgate.services.catalog import build_catalog
+
+    build_catalog(settings)  # a bad [[models]] entry stops here, as one line
     with data_dir_lock(settings.data_dir):
         run_server(settings, open_browser=not no_browser)
 
@@ -305,3 +308,191 @@ def adjust(obj: Context, wallet: str, amount: str, reason: str, as_json: bool) -
             f"entry {entry['id']}: {format_money(entry['amount_micros'], entry['currency'])} "
             f"on {wallet}, balance now {format_money(entry['balance_after_micros'], entry['currency'])}"
         )
+
+
+# -- keys and receipts ----------------------------------------------------------
+
+
+@main.group(cls=Group)
+def keys() -> None:
+    """Create and manage the API keys your tools use (lg_...)."""
+
+
+@keys.command("create")
+@click.option("--label", required=True, help="A name you will recognise, e.g. 'cursor laptop'.")
+@click.option("--project", help="Project to attribute spend to.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Allowed model or pattern (repeatable), e.g. 'gpt-4o*'. Default: all.",
+)
+@click.option(
+    "--settlement",
+    type=click.Choice(["official", "routed", "any"]),
+    default="any",
+    show_default=True,
+    help="Which wallets the key may spend: official routes (Credit), routed channels, or both.",
+)
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="CUR:WINDOW=AMOUNT",
+    help="Spend limit, e.g. USD:day=5 or CNY:month=100 (repeatable).",
+)
+@click.option("--rpm", type=int, help="Requests per minute.")
+@click.option("--expires", help="Expiry time, ISO 8601 (e.g. 2026-12-31).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def keys_create(
+    obj: Context,
+    label: str,
+    project: str | None,
+    models: tuple[str, ...],
+    settlement: str,
+    budgets: tuple[str, ...],
+    rpm: int | None,
+    expires: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key. It is shown once: copy it now."""
+    from localgate.services.keys import KeyService
+
+    request: dict[str, Any] = {
+        "label": label,
+        "project": project,
+        "models": list(models),
+        "settlement": settlement,
+        "rpm": rpm,
+        "expires_at": expires,
+        "budgets": _parse_budget_flags(budgets),
+    }
+    with obj.store() as st:
+        key = KeyService(st).create_sync(request)
+    if as_json:
+        print_json(key)
+        return
+    click.echo(f"Created key {key['id']} ({key['label']}). This is the only time it is shown:\n")
+    click.echo(f"  {key['key']}\n")
+    click.echo(f"Use it with base URL {obj.settings().base_url}/v1")
+
+
+def _parse_budget_flags(flags: Sequence[str]) -> dict[str, dict[str, str]]:
+    budgets: dict[str, dict[str, str]] = {}
+    for flag in flags:
+        head, _, amount = flag.partition("=")
+        cur, _, window = head.partition(":")
+        if not amount or window not in ("day", "month", "total") or len(cur) != 3:
+            raise click.BadParameter(
+                f"{flag!r}: use CUR:WINDOW=AMOUNT, e.g. USD:day=5", param_hint="--budget"
+            )
+        budgets.setdefault(cur.upper(), {})[window] = amount
+    return budgets
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def keys_list(obj: Context, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    from localgate.services.keys import KeyService
+
+    with obj.store() as st:
+        rows = KeyService(st).list()
+    if as_json:
+        print_json({"keys": rows})
+        return
+    print_table(
+        ["KEY", "LABEL", "PREFIX", "STATUS", "SETTLEMENT", "MODELS", "LAST USED"],
+        [
+            [
+                k["id"],
+                k["label"],
+                k["prefix"],
+                k["status"],
+                k["settlement"],
+                ",".join(k["models"]) or "all",
+                (k["last_used_at"] or "never")[:19],
+            ]
+            for k in rows
+        ],
+    )
+
+
+def _key_action(action: str) -> Any:
+    @click.argument("key_id")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_obj
+    def command(obj: Context, key_id: str, as_json: bool) -> None:
+        from localgate.services.keys import KeyService
+
+        with obj.store() as st:
+            key = KeyService(st).set_state_sync(key_id, action)
+        if as_json:
+            print_json(key)
+        else:
+            click.echo(f"key {key['id']} ({key['label']}) is now {key['status']}")
+
+    command.__doc__ = {
+        "pause": "Pause a key: its requests are refused until resumed.",
+        "resume": "Resume a paused key.",
+        "revoke": "Revoke a key for good.",
+    }[action]
+    return keys.command(action)(command)
+
+
+for _action in ("pause", "resume", "revoke"):
+    _key_action(_action)
+
+
+@main.command()
+@click.option("--key", help="Only this key id.")
+@click.option("--model", help="Only this model.")
+@click.option(
+    "--status",
+    type=click.Choice(
+        ["succeeded", "failed", "client_canceled", "interrupted", "rejected", "pending"]
+    ),
+)
+@click.option("--wallet", help="Only this wallet.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def receipts(
+    obj: Context,
+    key: str | None,
+    model: str | None,
+    status: str | None,
+    wallet: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Show the newest receipts: what each request cost, from which wallet."""
+    from localgate.store import receipts as receipt_store
+
+    with obj.store() as st:
+        page = receipt_store.page(
+            st.read(),
+            {"key": key, "model": model, "status": status, "wallet": wallet},
+            limit=max(1, limit),
+        )
+    if as_json:
+        print_json(page)
+        return
+    print_table(
+        ["RECEIPT", "TIME", "STATUS", "MODEL", "ROUTE", "TOKENS IN/OUT", "CHARGE", "WALLET"],
+        [
+            [
+                r["id"],
+                r["created_at"][:19].replace("T", " "),
+                r["status"],
+                r["model"] or "-",
+                f"{r['route_type'] or '-'}:{r['channel'] or '-'}",
+                f"{r['usage']['input']}/{r['usage']['output']}",
+                format_money(r["charge_micros"], r["currency"]) if r["currency"] else "-",
+                r["wallet"] or "-",
+            ]
+            for r in page["receipts"]
+        ],
+    )

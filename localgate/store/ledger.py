@@ -184,6 +184,7 @@ def settle_hold(
             load_entry(conn, hold["close_entry_id"]), hold["charge_micros"] or 0, False
         )
     held, currency = hold["amount_micros"], hold["currency"]
+    receipt_id = receipt_id or hold["receipt_id"]  # the entry links to the hold's receipt
     capped = False
     if charge > held:
         free = _account_balance(conn, core.wallet_account(hold["wallet_id"]), currency)
@@ -217,6 +218,7 @@ def release_hold(
         if hold["close_entry_id"] is None:
             raise HoldClosed(f"hold {hold_id} is {hold['status']}")
         return load_entry(conn, hold["close_entry_id"])
+    receipt_id = receipt_id or hold["receipt_id"]
     draft = core.release_entry(
         hold["wallet_id"],
         hold["currency"],
