@@ -37,10 +37,8 @@ def field(
         if required:
             raise BadRequest(f"missing field '{name}'", param=name)
         return None
-    if (
-        not isinstance(value, kind)
-        or (isinstance(value, bool)
-        and bool not in (kind if isinstance(kind, tuple) else (kind,)))
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
     ):
         raise BadRequest(f"field '{name}' has the wrong type", param=name)
     return value

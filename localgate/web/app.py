@@ -10,8 +10,9 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
 
-from localgate import __version__
+from localgate import __version__, resources
 from localgate.config import Settings
 from localgate.services.gateway_setup import assemble, make_http_client
 from localgate.services.wallets import Wallets
@@ -27,6 +28,7 @@ from localgate.web.security import (
     sign_session,
     valid_admin_token,
 )
+from localgate.web.ui import UI_HANDLERS, LoginRequired, login_redirect, template_config
 
 
 @get("/health", sync_to_thread=False)
@@ -80,10 +82,20 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
 
     allowed = allowed_host_names(settings.get("server.allowed_hosts"), settings.host)
     return Litestar(
-        route_handlers=[health, login, WalletsAPI, KeysAPI, ReceiptsAPI, openai_app],
+        route_handlers=[
+            health,
+            login,
+            WalletsAPI,
+            KeysAPI,
+            ReceiptsAPI,
+            openai_app,
+            *UI_HANDLERS,
+            create_static_files_router(path="/static", directories=[resources.static_dir()]),
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, LoginRequired: login_redirect},
+        template_config=template_config(),
         middleware=[DefineMiddleware(HostCheck, allowed=allowed)],
         request_max_body_size=settings.get("server.max_body_bytes"),
         openapi_config=None,

@@ -19,7 +19,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from localgate.config import LOOPBACK_HOSTS
-from localgate.errors import Unauthenticated
+from localgate.errors import Forbidden, Unauthenticated
 
 SESSION_COOKIE = "localgate_session"
 
@@ -49,19 +49,70 @@ def bearer(headers: Any) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+def session_value(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    token = connection.app.state.settings.admin_token
+    value = connection.cookies.get(SESSION_COOKIE)
+    return value if valid_session(token, value) else None
+
+
+def csrf_token(admin_token: str, session: str) -> str:
+    """Bound to the session: a page's forms carry it, a foreign page cannot know it."""
+    nonce = session.rpartition(".")[0]
+    return hmac.new(admin_token.encode(), b"csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """The request's Origin (or Referer) names this very host: not a cross-site post."""
+    origin = connection.headers.get("origin") or connection.headers.get("referer") or ""
+    if not origin or origin == "null":
+        return False
+    host = connection.headers.get("host", "")
+    rest = origin.split("://", 1)[-1]
+    return rest.split("/", 1)[0].lower() == host.lower()
+
+
 def is_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     token = connection.app.state.settings.admin_token
-    return valid_admin_token(token, bearer(connection.headers)) or valid_session(
-        token, connection.cookies.get(SESSION_COOKIE)
+    return (
+        valid_admin_token(token, bearer(connection.headers))
+        or session_value(connection) is not None
     )
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if not is_admin(connection):
+    """Bearer admin token, or the session cookie — which, for a state change, also
+    needs the CSRF token (header or form field) and a same-origin Origin."""
+    settings = connection.app.state.settings
+    if valid_admin_token(settings.admin_token, bearer(connection.headers)):
+        return
+    session = session_value(connection)
+    if session is None:
         raise Unauthenticated(
             "admin login required: send 'Authorization: Bearer <admin token>' (the token is in "
             "<data dir>/admin-token) or open the login link that 'localgate serve' prints",
             code="admin_auth_required",
+        )
+    if connection.scope["method"] not in SAFE_METHODS:
+        check_csrf(connection, session, connection.headers.get(CSRF_HEADER))
+
+
+def check_csrf(
+    connection: ASGIConnection[Any, Any, Any, Any], session: str, presented: str | None
+) -> None:
+    expected = csrf_token(connection.app.state.settings.admin_token, session)
+    if not same_origin(connection):
+        raise Forbidden(
+            "cross-origin request refused: state changes must come from the localgate page itself",
+            code="cross_origin",
+        )
+    if not presented or not hmac.compare_digest(expected, presented):
+        raise Forbidden(
+            "missing or wrong CSRF token: reload the page and try again", code="csrf_failed"
         )
 
 
