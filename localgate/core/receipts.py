@@ -78,6 +78,8 @@ class Receipt:
     ttft_ms: int | None = None
     error: str | None = None
     charge_policy: str | None = None
+    # Not stored: set once the receipt's final state is committed.
+    closed: bool = field(default=False, compare=False)
 
     @property
     def fallback_used(self) -> bool:
@@ -96,6 +98,7 @@ class Receipt:
     def as_fields(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("usage")
+        data.pop("closed")
         data.pop("price")
         return data
 

@@ -77,6 +77,7 @@ class Attempted:
     wants_usage: bool
     started: float
     grant: charging.HoldGrant | None = None
+    upstream_error: UpstreamError | None = None
     errors: list[LocalgateError] = field(default_factory=list)
 
 
@@ -187,12 +188,34 @@ class Gateway:
         try:
             state = self._admit(endpoint, body, policy, receipt, stream)
             return await self._attempt_routes(endpoint, body, state)
-        except LocalgateError as exc:
-            if receipt.status == "pending" and receipt.hold_id is None:
-                receipt.reject(exc.http_status, exc.message)
-                await self.store.write(charging.record, receipt)
-            exc.headers = receipt_headers(receipt)
+        except BaseException as exc:
+            # Whatever went wrong, the request ends with one stored receipt and
+            # no open hold; cancellation included (the cleanup still runs).
+            if not receipt.closed:
+                await self._close_out(receipt, exc)
+            if isinstance(exc, LocalgateError):
+                exc.headers = receipt_headers(receipt)
             raise
+
+    async def _close_out(self, receipt: Receipt, exc: BaseException) -> None:
+        status = exc.http_status if isinstance(exc, LocalgateError) else 500
+        message = str(exc) or type(exc).__name__
+        if receipt.hold_id is None:
+            if isinstance(exc, LocalgateError):
+                receipt.reject(status, message)
+            else:
+                receipt.status, receipt.http_status, receipt.error = "failed", status, message
+                receipt.charge_policy = POLICY_FAILED
+            await self.store.write(charging.record, receipt)
+            receipt.closed = True
+            return
+        receipt.status, receipt.http_status, receipt.error = "failed", status, message
+        receipt.charge_policy = POLICY_FAILED
+        await self._finish(receipt, 0, "request failed: not charged")
+
+    async def _finish(self, receipt: Receipt, charge: int, memo: str) -> None:
+        await self.store.write(charging.finish, receipt, charge, memo)
+        receipt.closed = True
 
     def _admit(
         self, endpoint: str, body: dict[str, Any], policy: KeyPolicy, receipt: Receipt, stream: bool
@@ -296,15 +319,19 @@ class Gateway:
                     routing.why_next(exc) if retry and not last else None,
                 )
                 if retry and not last:
+                    st.upstream_error = exc
                     continue
-                return await self._fail(st, exc, last_route=route)
+                return await self._fail(st, exc)
             latency = time.perf_counter() - t0
             self.health.record_success(route.channel, latency, time.time())
             self._attempt(route, st, 200, None, latency, None)
             if st.stream:
                 return self._stream_reply(st, upstream)
             return await self._complete_reply(st, response)
-        # Every route was refused for money (wallet or budget): report the first.
+        # Every remaining route was refused for money (wallet or budget). If an
+        # earlier route failed upstream, that failure is the story; else the first refusal.
+        if st.upstream_error is not None:
+            return await self._fail(st, st.upstream_error)
         raise st.errors[0]
 
     async def _hold_for(self, route: Route, st: Attempted, last: bool) -> bool:
@@ -332,6 +359,13 @@ class Gateway:
             max(limit, 1) * st.n if st.model.kind == "chat" else 0,
             f"{self.settings.base_url}/billing?wallet={wallet}",
         )
+        before = (
+            receipt.hold_id,
+            receipt.hold_micros,
+            receipt.wallet_id,
+            receipt.currency,
+            receipt.balance_before_micros,
+        )
         try:
             if st.grant is None:
                 st.grant = await self.store.write(
@@ -347,6 +381,14 @@ class Gateway:
                     "fallback to another route",
                 )
         except (InsufficientFunds, RateLimited) as exc:
+            # The writer rolled the job back (an earlier hold stays open): match it.
+            (
+                receipt.hold_id,
+                receipt.hold_micros,
+                receipt.wallet_id,
+                receipt.currency,
+                receipt.balance_before_micros,
+            ) = before
             st.errors.append(exc)
             self._attempt(
                 route,
@@ -395,7 +437,7 @@ class Gateway:
             out["stream_options"] = options
         return out
 
-    async def _fail(self, st: Attempted, exc: UpstreamError, *, last_route: Route) -> Reply:
+    async def _fail(self, st: Attempted, exc: UpstreamError) -> Reply:
         receipt = st.receipt
         receipt.status = "failed"
         receipt.error = str(exc)
@@ -406,7 +448,7 @@ class Gateway:
             receipt.http_status = exc.status  # the upstream refused the request itself
         else:
             receipt.http_status = 504 if exc.timeout else 502
-        await self.store.write(charging.finish, receipt, 0, "failed upstream: not charged")
+        await self._finish(receipt, 0, "failed upstream: not charged")
         if receipt.http_status < 500 and exc.body:
             return Reply(
                 receipt.http_status,
@@ -453,8 +495,7 @@ class Gateway:
         receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
         if receipt.ttft_ms is None and status == "succeeded":
             receipt.ttft_ms = receipt.latency_ms
-        await self.store.write(
-            charging.finish,
+        await self._finish(
             receipt,
             charge_micros(usage, receipt.price),
             f"{receipt.catalog_model} via {receipt.channel}",
