@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from localgate.errors import BadRequest
 from localgate.web.security import admin_guard
@@ -62,12 +63,12 @@ class WalletsAPI(Controller):
         return {"wallets": state.wallets.list()}
 
     @get("/wallets/{wallet_id:str}", sync_to_thread=False)
-    def wallet(self, state: State, wallet_id: str) -> dict[str, Any]:
+    def wallet(self, state: State, wallet_id: FromPath[str]) -> dict[str, Any]:
         return state.wallets.get(wallet_id)
 
     @get("/wallets/{wallet_id:str}/ledger", sync_to_thread=False)
     def ledger(
-        self, request: Request[Any, Any, Any], state: State, wallet_id: str
+        self, request: Request[Any, Any, Any], state: State, wallet_id: FromPath[str]
     ) -> dict[str, Any]:
         q = request.query_params
         return state.wallets.ledger(
@@ -78,7 +79,7 @@ class WalletsAPI(Controller):
         )
 
     @get("/ledger/entries/{entry_id:int}", sync_to_thread=False)
-    def entry(self, state: State, entry_id: int) -> dict[str, Any]:
+    def entry(self, state: State, entry_id: FromPath[int]) -> dict[str, Any]:
         return state.wallets.entry(entry_id)
 
     @post("/adjustments", status_code=201)

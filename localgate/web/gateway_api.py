@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from localgate.store import receipts as receipt_store
 from localgate.web.api import int_param, json_object
@@ -27,11 +28,18 @@ class KeysAPI(Controller):
         return await state.gateway.keys.create(await json_object(request))
 
     @get("/{key_id:str}", sync_to_thread=False)
-    def get_key(self, state: State, key_id: str) -> dict[str, Any]:
+    def get_key(self, state: State, key_id: FromPath[str]) -> dict[str, Any]:
         return state.gateway.keys.get(key_id)
 
+    @post("/pause-all", status_code=200)
+    async def pause_all(self, state: State) -> dict[str, Any]:
+        """The kill switch: pause every live key at once."""
+        return {"paused": await state.gateway.keys.pause_all()}
+
     @post("/{key_id:str}/{action:str}", status_code=200)
-    async def change(self, state: State, key_id: str, action: str) -> dict[str, Any]:
+    async def change(self, state: State, key_id: FromPath[str], action: FromPath[str]) -> dict[str, Any]:
+        if action == "rotate":  # a new secret for the same key; shown only in this answer
+            return await state.gateway.keys.rotate(key_id)
         return await state.gateway.keys.set_state(key_id, action)
 
 
@@ -47,5 +55,5 @@ class ReceiptsAPI(Controller):
         return receipt_store.page(state.store.read(), filters, cursor=q.get("cursor"), limit=limit)
 
     @get("/{receipt_id:str}", sync_to_thread=False)
-    def get_receipt(self, state: State, receipt_id: str) -> dict[str, Any]:
+    def get_receipt(self, state: State, receipt_id: FromPath[str]) -> dict[str, Any]:
         return receipt_store.get(state.store.read(), receipt_id)
