@@ -20,6 +20,7 @@ one place (``localgate.web.errors``)::
     │   ├── Forbidden          credentials valid, action outside their scope (403)
     │   └── RateLimited        too many requests / budget exhausted (429)
     ├── UpstreamError          an upstream call failed (status, retryable)
+    ├── InternalError          a localgate bug met while serving a request (500)
     └── PaymentError           the payment provider refused or failed
 """
 
@@ -148,6 +149,13 @@ class UpstreamError(LocalgateError):
         self.body = body
         if timeout:
             self.http_status = 504
+
+
+class InternalError(LocalgateError):
+    """A bug in localgate met while serving a request (logged with its traceback)."""
+
+    code = "internal_error"
+    http_status = 500
 
 
 class PaymentError(LocalgateError):

@@ -314,11 +314,6 @@ def test_mid_stream_cut_delivers_chunks_then_an_error_and_charges_the_delivered(
     assert (wallet["balance_micros"], wallet["held_micros"]) == (10_000_000 - expected, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store/receipts.py _row stores usage_source=None for every 'failed' "
-    "receipt, also a cut stream that was charged for estimated tokens",
-)
 def test_mid_stream_cut_receipt_says_estimated(gate, up_a):
     up_a.push(chunks=6, cut_after=3)
     resp = post(gate, {**BODY, "stream": True})
@@ -377,13 +372,6 @@ def test_client_disconnect_cancels_upstream_and_charges_the_delivered(gate, up_a
     assert gate.verify()["ok"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a disconnect that lands while the relay's final settle waits for the "
-    "writer cancels that writer job (store/writer.py run: asyncio.wrap_future propagates "
-    "the cancel; services/relay.py pump calls close('done') outside its try): the hold "
-    "stays open and the receipt stays pending until a restart",
-)
 def test_disconnect_while_the_final_settle_waits_for_the_writer(gate, up_a):
     # Events 0.2 s apart: role, tok0, tok1, finish, usage (stripped), [DONE].
     up_a.push(chunks=2, chunk_delay=0.2)
@@ -482,15 +470,6 @@ def canned():
     thread.join(5)
 
 
-_ODD_BODY = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: services/proxy.py _body_text assumes choices[].message and "
-    "tool_calls[].function are objects; an upstream that reports no usage and sends a "
-    "string there raises AttributeError -> HTTP 500 in the admin error shape (the hold "
-    "is released and the receipt closed, but the client gets a localgate 500, not a 502)",
-)
-
-
 @pytest.mark.parametrize(
     "answer",
     [
@@ -502,12 +481,10 @@ _ODD_BODY = pytest.mark.xfail(
         pytest.param(
             b'{"id": "x", "choices": [{"index": 0, "message": "just a string"}]}',
             id="message-string",
-            marks=_ODD_BODY,
         ),
         pytest.param(
             b'{"id": "x", "choices": [{"message": {"tool_calls": [{"function": "f"}]}}]}',
             id="function-string",
-            marks=_ODD_BODY,
         ),
     ],
 )

@@ -115,6 +115,8 @@ def finish(conn: sqlite3.Connection, receipt: Receipt, charge: int, memo: str) -
     """Settle or release the receipt's hold and store the finished receipt."""
     receipt.finished_at = utcnow()
     if receipt.hold_id is not None:
+        if charge > receipt.hold_micros and receipt.key_id:
+            charge = _within_budget(conn, receipt, charge)
         if charge > 0:
             outcome = ledger_store.settle_hold(
                 conn, receipt.hold_id, charge, receipt_id=receipt.id, memo=memo
@@ -139,6 +141,18 @@ def finish(conn: sqlite3.Connection, receipt: Receipt, charge: int, memo: str) -
         key_store.touch(conn, receipt.key_id)
     receipt_store.save(conn, receipt)
     return receipt
+
+
+def _within_budget(conn: sqlite3.Connection, receipt: Receipt, charge: int) -> int:
+    """A charge above the hold (the upstream used more than it was allowed) may
+    take only what the key's budget has left: a key never spends past its budget."""
+    policy = key_store.policy_from_row(key_store.get_key_row(conn, receipt.key_id or ""))
+    spend = key_store.spend_of(conn, policy.id, receipt.currency or "", time.time())
+    room = core_keys.budget_room(policy, receipt.currency or "", spend)  # this hold counts as spent
+    if room is None or charge <= receipt.hold_micros + room:
+        return charge
+    receipt.charge_policy = (receipt.charge_policy or "") + "; charge capped at the key's budget"
+    return receipt.hold_micros + room
 
 
 def record(conn: sqlite3.Connection, receipt: Receipt) -> Receipt:

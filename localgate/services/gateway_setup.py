@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from localgate.config import Settings
+from localgate.core.catalog import Catalog
 from localgate.errors import ConfigError
 from localgate.providers import Provider, make_provider
 from localgate.services.catalog import build_catalog, ensure_price_versions
@@ -43,7 +44,7 @@ def make_http_client() -> httpx.AsyncClient:
 
 
 def assemble(settings: Settings, store: Store, client: httpx.AsyncClient) -> Assembled:
-    catalog = build_catalog(settings)
+    catalog = check_config(settings)
     versions = store.write_sync(ensure_price_versions, catalog)
     providers: dict[str, Provider] = {}
     notes: dict[str, str] = {}
@@ -56,3 +57,28 @@ def assemble(settings: Settings, store: Store, client: httpx.AsyncClient) -> Ass
             log.warning("channel %s is off: %s", channel.id, exc)
     gateway = Gateway(settings, store, KeyService(store), catalog, providers, versions)
     return Assembled(gateway, client, notes)
+
+
+def check_config(settings: Settings) -> Catalog:
+    """Everything about the config that can be checked before serving: the merged
+    catalog parses, and every route is priced in its wallet's currency (a USD
+    price charged to a CNY wallet would be wrong by the exchange rate). Local
+    [[models]] that break this stop start-up; catalog routes that do are left out
+    at request time (Gateway.route_payable) and logged here."""
+    catalog = build_catalog(settings)
+    local = {m["id"] for m in settings.models}
+    wallets = {w.settlement: w for w in reversed(settings.wallets)}
+    for model in catalog.models():
+        for route in model.routes:
+            wallet = wallets.get(route.settlement)
+            if wallet is None or wallet.currency == route.price.currency:
+                continue
+            message = (
+                f"model {model.id} route {route.id}: priced in {route.price.currency} "
+                f"but {route.settlement} routes are paid from wallet {wallet.id!r} in "
+                f"{wallet.currency}; price it in {wallet.currency}"
+            )
+            if model.id in local:
+                raise ConfigError(f"{settings.config_path or 'config'}: [[models]] {message}")
+            log.warning("route left out: %s", message)
+    return catalog

@@ -8,6 +8,8 @@ stored receipt; every hold placed is settled or released exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,12 +34,12 @@ from localgate.errors import (
     BadRequest,
     Forbidden,
     InsufficientFunds,
+    InternalError,
     LocalgateError,
     NotFound,
     RateLimited,
     UpstreamError,
 )
-from localgate.money import decimal_str
 from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse
 from localgate.services import charging
 from localgate.services.keys import KeyService
@@ -46,6 +48,7 @@ from localgate.store import Store
 from localgate.store.db import utcnow
 
 MAX_N = 16
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,14 +102,24 @@ class Gateway:
         self.price_versions = price_versions
         self.health = routing.ChannelHealth()
         self.limiter = core_keys.RateLimiter()
-        self.wallet_by_settlement = {}
+        self.wallet_by_settlement: dict[str, str] = {}
+        self.wallet_currency = {w.id: w.currency for w in settings.wallets}
         for wallet in settings.wallets:
             self.wallet_by_settlement.setdefault(wallet.settlement, wallet.id)
 
     # -- what a key can see ----------------------------------------------------
 
     def usable_routes(self, model: Model) -> list[Route]:
-        return [r for r in self.catalog.routes_for(model.id) if r.channel in self.providers]
+        """Routes with a configured channel and a wallet of the price's currency."""
+        return [r for r in self.catalog.routes_for(model.id) if self.route_payable(r)]
+
+    def route_payable(self, route: Route) -> bool:
+        wallet = self.wallet_by_settlement.get(route.settlement)
+        return (
+            route.channel in self.providers
+            and wallet is not None
+            and self.wallet_currency[wallet] == route.price.currency
+        )
 
     def visible_models(self, policy: KeyPolicy) -> list[dict[str, Any]]:
         out = []
@@ -195,7 +208,16 @@ class Gateway:
                 await self._close_out(receipt, exc)
             if isinstance(exc, LocalgateError):
                 exc.headers = receipt_headers(receipt)
-            raise
+                raise
+            if not isinstance(exc, Exception):
+                raise  # cancellation: let it go on
+            log.exception("request %s failed unexpectedly", receipt.id)
+            internal = InternalError(
+                f"localgate failed while handling this request ({type(exc).__name__}); "
+                f"not charged. Receipt {receipt.id}"
+            )
+            internal.headers = receipt_headers(receipt)
+            raise internal from exc
 
     async def _close_out(self, receipt: Receipt, exc: BaseException) -> None:
         status = exc.http_status if isinstance(exc, LocalgateError) else 500
@@ -206,7 +228,7 @@ class Gateway:
             else:
                 receipt.status, receipt.http_status, receipt.error = "failed", status, message
                 receipt.charge_policy = POLICY_FAILED
-            await self.store.write(charging.record, receipt)
+            await asyncio.shield(self.store.write(charging.record, receipt))
             receipt.closed = True
             return
         receipt.status, receipt.http_status, receipt.error = "failed", status, message
@@ -214,7 +236,9 @@ class Gateway:
         await self._finish(receipt, 0, "request failed: not charged")
 
     async def _finish(self, receipt: Receipt, charge: int, memo: str) -> None:
-        await self.store.write(charging.finish, receipt, charge, memo)
+        # Shielded: once the call is over, its settle must land even if the
+        # client goes away (or the server stops) while it waits for the writer.
+        await asyncio.shield(self.store.write(charging.finish, receipt, charge, memo))
         receipt.closed = True
 
     def _admit(
@@ -389,6 +413,9 @@ class Gateway:
                 receipt.currency,
                 receipt.balance_before_micros,
             ) = before
+            if receipt.hold_id is None:
+                # Nothing held yet: the refused wallet is the one the receipt names.
+                receipt.wallet_id, receipt.currency = wallet, self.wallet_currency[wallet]
             st.errors.append(exc)
             self._attempt(
                 route,
@@ -429,7 +456,9 @@ class Gateway:
         if st.model.kind == "chat" and st.requested_output is None and st.grant is not None:
             # The hold covers this many output tokens; the upstream must not exceed it.
             per_choice = max(1, st.grant.max_output // st.n)
-            field_name = "max_completion_tokens" if route.channel == "openai" else "max_tokens"
+            # OpenAI's own API wants the newer field (its reasoning models refuse max_tokens).
+            kind = self.providers[route.channel].kind
+            field_name = "max_completion_tokens" if kind == "openai" else "max_tokens"
             out[field_name] = per_choice
         if st.stream:
             options = dict(out.get("stream_options") or {})
@@ -444,7 +473,16 @@ class Gateway:
         receipt.charge_policy = POLICY_FAILED
         receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
         retried = len(receipt.attempts) > 1
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+        if exc.status in (401, 403):
+            # The channel's credentials, not the caller's key: a 401 would read as
+            # "your lg_ key is wrong" in every SDK.
+            receipt.http_status = 502
+            exc = UpstreamError(
+                f"upstream channel {receipt.channel} refused localgate's credentials "
+                f"({exc.status}); check the channel's API key in Settings or config.toml",
+                status=exc.status,
+            )
+        elif exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
             receipt.http_status = exc.status  # the upstream refused the request itself
         else:
             receipt.http_status = 504 if exc.timeout else 502
@@ -526,15 +564,16 @@ def _requested_output(body: dict[str, Any]) -> int | None:
 def _body_text(body: dict[str, Any]) -> str:
     """The text an upstream produced, for estimating output when it reported no usage."""
     parts: list[str] = []
-    for choice in body.get("choices") or ():
-        message = choice.get("message") or {} if isinstance(choice, dict) else {}
+    choices = body.get("choices") if isinstance(body, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
         if isinstance(message.get("content"), str):
             parts.append(message["content"])
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {} if isinstance(call, dict) else {}
-            parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
     return "".join(parts)
-
-
-def charge_text(micros: int, currency: str | None) -> str:
-    return f"{decimal_str(micros)} {currency or ''}".strip()

@@ -75,7 +75,10 @@ def _row(r: Receipt) -> tuple[Any, ...]:
         "usage_cache_write": u.cache_write,
         "usage_output": u.output,
         "usage_reasoning": u.reasoning,
-        "usage_source": u.source if r.status not in ("rejected", "failed") else None,
+        # No usage to speak of when nothing ran or nothing was charged.
+        "usage_source": None
+        if r.status == "rejected" or (r.status == "failed" and not r.charge_micros)
+        else u.source,
         "price": json.dumps(r.price.as_dict()) if r.price else None,
         # Stored in currency units, exactly (micros would hide the unit).
         "cost_exact": f"{r.cost_exact.scaleb(-6).normalize():f}",

@@ -23,6 +23,8 @@ async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -52,7 +52,7 @@ def status_for(exc: e.LocalgateError) -> int:
 def dialect(path: str) -> str:
     if path.startswith("/v1/messages"):
         return "anthropic"
-    if path.startswith("/v1/"):
+    if path == "/v1" or path.startswith("/v1/"):
         return "openai"
     return "admin"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -19,11 +20,12 @@ from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from localgate.core.keys import check_usable
-from localgate.errors import BadRequest, LocalgateError, NotFound
+from localgate.errors import BadRequest, InternalError, LocalgateError, NotFound
 from localgate.services.proxy import Caller, Gateway, Reply
 from localgate.web.errors import error_body
 
 JSON = b"application/json"
+log = logging.getLogger(__name__)
 
 
 class TooLarge(LocalgateError):
@@ -70,6 +72,8 @@ def parse_json_object(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -149,6 +153,10 @@ async def openai_app(scope: Scope, receive: Receive, send: Send) -> None:
         await _dispatch(scope, receive, send, gateway, path)
     except LocalgateError as exc:
         await send_error(send, path, exc)
+    except Exception as exc:  # a bug: answer in the caller's dialect, keep the traceback
+        log.exception("unexpected error on %s %s", scope["method"], path)
+        internal = InternalError(f"internal error in localgate ({type(exc).__name__}); see its log")
+        await send_error(send, path, internal)
 
 
 async def _dispatch(
