@@ -228,18 +228,19 @@ class Gateway:
             else:
                 receipt.status, receipt.http_status, receipt.error = "failed", status, message
                 receipt.charge_policy = POLICY_FAILED
-            await asyncio.shield(self.store.write(charging.record, receipt))
             receipt.closed = True
+            await asyncio.shield(self.store.write(charging.record, receipt))
             return
         receipt.status, receipt.http_status, receipt.error = "failed", status, message
         receipt.charge_policy = POLICY_FAILED
         await self._finish(receipt, 0, "request failed: not charged")
 
     async def _finish(self, receipt: Receipt, charge: int, memo: str) -> None:
-        # Shielded: once the call is over, its settle must land even if the
-        # client goes away (or the server stops) while it waits for the writer.
-        await asyncio.shield(self.store.write(charging.finish, receipt, charge, memo))
+        # From here the outcome is decided: mark it before awaiting, and shield
+        # the write, so a cancellation (client gone, server stopping) while it
+        # waits for the writer can neither lose the settle nor start a second one.
         receipt.closed = True
+        await asyncio.shield(self.store.write(charging.finish, receipt, charge, memo))
 
     def _admit(
         self, endpoint: str, body: dict[str, Any], policy: KeyPolicy, receipt: Receipt, stream: bool

@@ -10,6 +10,7 @@ upstream cuts is charged the same way and ends with an error event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -68,7 +69,7 @@ class StreamRelay:
         self.gateway = gateway
         self.state = state
         self.upstream = upstream
-        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def receipt(self) -> Receipt:
@@ -102,10 +103,14 @@ class StreamRelay:
             await write(DONE)
 
     async def close(self, outcome: str, cut: UpstreamError | None = None) -> None:
-        """Close the upstream and settle, once."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close the upstream and settle, once. The work runs as its own task: a
+        cancellation that arrives meanwhile (the client leaves just as the stream
+        ends) stops the wait, never the settle."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(outcome, cut))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, outcome: str, cut: UpstreamError | None) -> None:
         up = self.upstream
         await up.aclose()
         st = self.state
