@@ -8,12 +8,12 @@ settles the hold. Failed and rejected requests get one too, at zero charge.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+from localgate.core.ids import random_bits
 from localgate.core.pricing import Price, Usage
 
 STATUSES = ("pending", "succeeded", "failed", "client_canceled", "interrupted", "rejected")
@@ -35,7 +35,7 @@ def new_receipt_id(now: float | None = None) -> str:
     """``rc_`` + 10 base32 chars of milliseconds + 10 random: sorts by creation time."""
     ms = int((time.time() if now is None else now) * 1000)
     stamp = "".join(_B32[(ms >> shift) & 31] for shift in range(45, -1, -5))
-    rand = int.from_bytes(os.urandom(7), "big")
+    rand = random_bits(50)
     tail = "".join(_B32[(rand >> shift) & 31] for shift in range(45, -1, -5))
     return f"rc_{stamp}{tail}"
 
@@ -96,11 +96,9 @@ class Receipt:
         self.charge_policy = POLICY_REJECTED
 
     def as_fields(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("usage")
-        data.pop("closed")
-        data.pop("price")
-        return data
+        """The plain fields (usage, price and the closed flag are stored apart).
+        Shallow on purpose: dataclasses.asdict would deep-copy on the hot path."""
+        return {name: getattr(self, name) for name in _PLAIN_FIELDS}
 
 
 # User-Agent fragments of the tools people point at localgate, most specific first.
@@ -134,3 +132,6 @@ def recognise_client(user_agent: str | None) -> str | None:
         if fragment in ua:
             return name
     return "other"
+
+
+_PLAIN_FIELDS = tuple(f.name for f in fields(Receipt) if f.name not in ("usage", "price", "closed"))

@@ -55,9 +55,11 @@ def begin(
     now = time.time()
     balance = ledger_store.wallet_balance(conn, plan.wallet_id)
     cur = balance.currency
-    spend = key_store.spend_of(conn, policy.id, cur, now)
-    core_keys.check_budget(policy, cur, spend, now)
-    room = core_keys.budget_room(policy, cur, spend)
+    room = None
+    if policy.budgets:  # most keys have none: skip the spend queries then
+        spend = key_store.spend_of(conn, policy.id, cur, now)
+        core_keys.check_budget(policy, cur, spend, now)
+        room = core_keys.budget_room(policy, cur, spend)
     if plan.requested_output is not None:
         max_output = plan.requested_output
         amount = worst_case_micros(plan.input_tokens, max_output, plan.price)
@@ -86,9 +88,8 @@ def begin(
             available=balance.available,
         )
     hold_id = ledger_store.place_hold(
-        conn, plan.wallet_id, amount, owner=owner, receipt_id=receipt.id
+        conn, plan.wallet_id, amount, owner=owner, receipt_id=receipt.id, key_id=policy.id
     )
-    conn.execute("UPDATE holds SET key_id = ? WHERE id = ?", (policy.id, hold_id))
     receipt.hold_id, receipt.hold_micros = hold_id, amount
     receipt.wallet_id, receipt.currency = plan.wallet_id, cur
     receipt.balance_before_micros = balance.balance

@@ -7,6 +7,7 @@ soon as their keys are set while the offline default keeps working.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -23,11 +24,27 @@ from localgate.store import Store
 
 log = logging.getLogger(__name__)
 
-# One pool for every upstream: keep-alive connections are what make a proxy fast.
-POOL_LIMITS = httpx.Limits(
-    max_connections=512, max_keepalive_connections=128, keepalive_expiry=30.0
-)
+# One client for every upstream: keep-alive connections are what make a proxy
+# fast. httpcore's pool scans all of its connections on every request, so the
+# connections are spread over a few small pools (shards) to keep each scan short.
+SHARDS = 16
+SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=8, keepalive_expiry=30.0)
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Round-robin over several connection pools; behaves as one transport."""
+
+    def __init__(self, shards: int = SHARDS, limits: httpx.Limits = SHARD_LIMITS) -> None:
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        self._next = itertools.cycle(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._next).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 @dataclass
@@ -39,7 +56,8 @@ class Assembled:
 
 def make_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        limits=POOL_LIMITS, timeout=DEFAULT_TIMEOUT, follow_redirects=False, trust_env=False
+        transport=ShardedTransport(), timeout=DEFAULT_TIMEOUT, follow_redirects=False,
+        trust_env=False,
     )
 
 

@@ -12,13 +12,13 @@ inside the transaction, so no interleaving can break them:
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from localgate.core import ledger as core
+from localgate.core.ids import random_hex
 from localgate.core.ledger import EntryDraft, Posting, StoredEntry, WalletBalance
 from localgate.errors import Conflict, HoldClosed, InsufficientFunds, NotFound, WalletFrozen
 from localgate.money import format_money
@@ -26,36 +26,52 @@ from localgate.store.db import utcnow
 
 
 def new_hold_id() -> str:
-    return "hd_" + secrets.token_hex(8)
+    return "hd_" + random_hex(8)
 
 
 # -- writes (inside the writer's transaction) ---------------------------------
 
 
 def post_entry(
-    conn: sqlite3.Connection, draft: EntryDraft, *, now: str | None = None
+    conn: sqlite3.Connection,
+    draft: EntryDraft,
+    *,
+    now: str | None = None,
+    fresh_key: bool = False,
+    wallet_currency: str | None = None,
 ) -> StoredEntry:
-    """Store ``draft``; with an idempotency key seen before, return that entry instead."""
-    if draft.idempotency_key is not None:
+    """Store ``draft``; with an idempotency key seen before, return that entry instead.
+
+    ``fresh_key``: the caller made the key from an id it just generated, so the
+    lookup is skipped (the UNIQUE index still guards it). ``wallet_currency``:
+    the caller has just read the wallet row.
+    """
+    if draft.idempotency_key is not None and not fresh_key:
         row = conn.execute(
             "SELECT id FROM entries WHERE idempotency_key = ?", (draft.idempotency_key,)
         ).fetchone()
         if row is not None:
             return load_entry(conn, row[0])
-    wallet = None
     if draft.wallet_id is not None:
-        wallet = _wallet_row(conn, draft.wallet_id)
-        if wallet["currency"] != draft.currency:
+        held_in = wallet_currency or _wallet_row(conn, draft.wallet_id)["currency"]
+        if held_in != draft.currency:
             raise core.LedgerError(
-                f"wallet {draft.wallet_id} holds {wallet['currency']}, not {draft.currency}"
+                f"wallet {draft.wallet_id} holds {held_in}, not {draft.currency}"
             )
 
-    for posting in draft.postings:
-        _apply_posting(conn, posting)
+    balances = {p.account: _apply_posting(conn, p) for p in draft.postings}
 
     balance_after = held_after = 0
     if draft.wallet_id is not None:
-        balance_after, held_after = _wallet_sums(conn, draft.wallet_id, draft.currency)
+        free_account = core.wallet_account(draft.wallet_id)
+        held_account = core.hold_account(draft.wallet_id)
+        free = balances.get(free_account)
+        if free is None:
+            free = _account_balance(conn, free_account, draft.currency)
+        held_after = balances.get(held_account)
+        if held_after is None:
+            held_after = _account_balance(conn, held_account, draft.currency)
+        balance_after = free + held_after
     prev = conn.execute("SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1").fetchone()
     entry_id = (prev[0] + 1) if prev else 1
     prev_hash = prev[1] if prev else core.GENESIS_HASH
@@ -92,27 +108,25 @@ def post_entry(
     return StoredEntry(entry_id, created_at, draft, balance_after, held_after, prev_hash, digest)
 
 
-def _apply_posting(conn: sqlite3.Connection, posting: Posting) -> None:
-    conn.execute(
+def _apply_posting(conn: sqlite3.Connection, posting: Posting) -> int:
+    """Add the posting to its account; returns the account's new balance."""
+    (balance,) = conn.execute(
         "INSERT INTO accounts (id, currency, balance_micros) VALUES (?, ?, ?) "
-        "ON CONFLICT (id, currency) DO UPDATE SET balance_micros = balance_micros + excluded.balance_micros",
+        "ON CONFLICT (id, currency) DO UPDATE SET balance_micros = balance_micros + excluded.balance_micros "
+        "RETURNING balance_micros",
         (posting.account, posting.currency, posting.amount),
-    )
-    if posting.amount < 0 and posting.account.startswith(("wallet:", "hold:")):
-        (balance,) = conn.execute(
-            "SELECT balance_micros FROM accounts WHERE id = ? AND currency = ?",
-            (posting.account, posting.currency),
-        ).fetchone()
-        if balance < 0:
-            wallet_id = posting.account.partition(":")[2]
-            available = balance - posting.amount
-            raise InsufficientFunds(
-                f"wallet {wallet_id!r} has {format_money(available, posting.currency)} available, "
-                f"{format_money(-posting.amount, posting.currency)} needed",
-                wallet=wallet_id,
-                needed=-posting.amount,
-                available=available,
-            )
+    ).fetchone()
+    if posting.amount < 0 and posting.account.startswith(("wallet:", "hold:")) and balance < 0:
+        wallet_id = posting.account.partition(":")[2]
+        available = balance - posting.amount
+        raise InsufficientFunds(
+            f"wallet {wallet_id!r} has {format_money(available, posting.currency)} available, "
+            f"{format_money(-posting.amount, posting.currency)} needed",
+            wallet=wallet_id,
+            needed=-posting.amount,
+            available=available,
+        )
+    return balance
 
 
 def place_hold(
@@ -123,8 +137,10 @@ def place_hold(
     owner: str,
     receipt_id: str | None = None,
     hold_id: str | None = None,
+    key_id: str | None = None,
 ) -> str:
-    """Reserve ``amount`` of the wallet's available money; returns the hold id."""
+    """Reserve ``amount`` of the wallet's available money; returns the hold id.
+    ``key_id`` names the API key the hold counts against (budgets)."""
     wallet = _wallet_row(conn, wallet_id)
     if hold_id is not None:
         # The same hold placed again (a retry) returns it instead of a second one.
@@ -140,17 +156,20 @@ def place_hold(
             f"wallet {wallet_id!r} is frozen ({wallet['frozen_reason'] or 'see its ledger'}); "
             "it takes no new requests until it is settled"
         )
+    fresh = hold_id is None
     hold_id = hold_id or new_hold_id()
     now = utcnow()
     entry = post_entry(
         conn,
         core.hold_entry(wallet_id, wallet["currency"], amount, hold_id, receipt_id=receipt_id),
         now=now,
+        fresh_key=fresh,
+        wallet_currency=wallet["currency"],
     )
     conn.execute(
         "INSERT INTO holds (id, wallet_id, currency, amount_micros, status, owner, receipt_id, "
-        "created_at, open_entry_id) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)",
-        (hold_id, wallet_id, wallet["currency"], amount, owner, receipt_id, now, entry.id),
+        "created_at, open_entry_id, key_id) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+        (hold_id, wallet_id, wallet["currency"], amount, owner, receipt_id, now, entry.id, key_id),
     )
     return hold_id
 
@@ -193,7 +212,8 @@ def settle_hold(
     draft = core.settle_entry(
         hold["wallet_id"], currency, held, charge, hold_id, receipt_id=receipt_id, memo=memo
     )
-    entry = post_entry(conn, draft)
+    # The hold is open, so its closing entry cannot exist yet: skip that lookup.
+    entry = post_entry(conn, draft, fresh_key=True, wallet_currency=hold["currency"])
     _close_hold(
         conn,
         hold_id,
@@ -227,7 +247,8 @@ def release_hold(
         reason=reason,
         receipt_id=receipt_id,
     )
-    entry = post_entry(conn, draft)
+    # The hold is open, so its closing entry cannot exist yet: skip that lookup.
+    entry = post_entry(conn, draft, fresh_key=True, wallet_currency=hold["currency"])
     _close_hold(conn, hold_id, "released", reason, 0, entry.id, receipt_id)
     return entry
 

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 from typing import Any
 
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
+from localgate.core.ids import random_hex
 from localgate.core.keys import check_usable
 from localgate.errors import BadRequest, InternalError, LocalgateError, NotFound
 from localgate.services.proxy import Caller, Gateway, Reply
@@ -167,7 +167,7 @@ async def _dispatch(
     caller = Caller(
         _token(headers),
         headers.get("user-agent", ""),
-        headers.get("x-request-id") or "req_" + secrets.token_hex(8),
+        headers.get("x-request-id") or "req_" + random_hex(8),
     )
     if path in ("/v1/chat/completions", "/v1/embeddings"):
         if method != "POST":
