@@ -1,4 +1,4 @@
-.PHONY: install test lint fmt typecheck bench binary
+.PHONY: install test lint fmt typecheck bench binary binary-smoke binary-bench
 
 install:
 	python -m pip install -e '.[test,dev]'
@@ -22,3 +22,9 @@ bench:
 
 binary:
 	python build/binary.py
+
+binary-smoke:
+	python build/smoke.py dist/localgate
+
+binary-bench:
+	python bench/binary.py --breakdown

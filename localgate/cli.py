@@ -121,9 +121,9 @@ def serve(
             f"refusing to bind {settings.host}: the gateway spends money for whoever can reach "
             "it. Pass --allow-remote if you really mean it."
         )
-    from localgate.services.catalog import build_catalog
+    from localgate.services.gateway_setup import check_config
 
-    build_catalog(settings)  # a bad [[models]] entry stops here, as one line
+    check_config(settings)  # a bad [[models]] entry stops here, as one line
     with data_dir_lock(settings.data_dir):
         run_server(settings, open_browser=not no_browser)
 
@@ -153,11 +153,14 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 def run_server(settings: Settings, *, open_browser: bool) -> None:
+    import signal
     import socket
 
     import uvicorn
 
     from localgate.web.app import create_app
+    from localgate.web.server import SHUTDOWN_GRACE_SECONDS
+    from localgate.web.server import serve as serve_until_stopped
 
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -173,28 +176,47 @@ def run_server(settings: Settings, *, open_browser: bool) -> None:
     settings = dataclasses.replace(settings, values={**settings.values, "server.port": port})
     base = settings.base_url
     login = f"{base}/login?token={settings.admin_token}"
-    click.echo(f"localgate {__version__} serving {settings.data_dir}")
+    first_run = "  (first run: data dir created)" if not settings.db_path.exists() else ""
+    click.echo(f"localgate {__version__} serving {settings.data_dir}{first_run}")
     click.echo(f"  Base URL for tools:  {base}/v1")
     click.echo(f"  Wallet UI login:     {login}")
     click.echo(
-        f"  Try: curl {base}/v1/models -H 'Authorization: Bearer <key from localgate keys create>'"
+        f"  Point a tool at it:  OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY=<key from "
+        "'localgate keys create --label my-tool'>"
     )
     sys.stdout.flush()
     if open_browser:
-        import webbrowser
-
-        with contextlib.suppress(Exception):
-            webbrowser.open(login)
+        _open_browser(login)
     config = uvicorn.Config(
         create_app(settings),
         log_level="warning",
         access_log=False,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11",
+        ws="none",
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # SIGINT/SIGTERM: requests in flight finish or are settled, holds are
+    # released, the store is closed, exit 0 (see localgate/web/server.py).
+    server = serve_until_stopped(config, sock)  # a failed start exits 3 (uvicorn)
+    how = f" on {signal.Signals(server.stop_signal).name}" if server.stop_signal else ""
+    cut = f", {server.cancelled_requests} request(s) cut short and settled"
+    click.echo(f"localgate stopped{how}{cut if server.cancelled_requests else ''}", err=True)
+
+
+def _open_browser(url: str) -> None:
+    import webbrowser
+
+    if getattr(sys, "frozen", False):
+        # A PyInstaller binary points LD_LIBRARY_PATH at its own libraries; the
+        # browser it starts must get the user's original environment back.
+        original = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+        os.environ.pop("LD_LIBRARY_PATH", None)
+        if original is not None:
+            os.environ["LD_LIBRARY_PATH"] = original
+    with contextlib.suppress(Exception):
+        webbrowser.open(url)
 
 
 def _has(module: str) -> bool:
@@ -446,21 +468,106 @@ for _action in ("pause", "resume", "revoke"):
     _key_action(_action)
 
 
-@main.command()
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def keys_rotate(obj: Context, key_id: str, as_json: bool) -> None:
+    """Give a key a new secret: same id, limits, receipts and spend; the old secret
+    stops working at once. The new one is shown once."""
+    from localgate.services.keys import KeyService
+
+    with obj.store() as st:
+        key = KeyService(st).rotate_sync(key_id)
+    if as_json:
+        print_json(key)
+        return
+    click.echo(f"New secret for key {key['id']} ({key['label']}); the old one no longer works.")
+    click.echo(f"This is the only time it is shown:\n\n  {key['key']}\n")
+
+
+@keys.command("pause-all")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def keys_pause_all(obj: Context, as_json: bool) -> None:
+    """The kill switch: pause every key at once (resume them one by one)."""
+    from localgate.services.keys import KeyService
+
+    with obj.store() as st:
+        count = KeyService(st).pause_all_sync()
+    if as_json:
+        print_json({"paused": count})
+    else:
+        click.echo(f"paused {count} key(s); every request with them is refused until resumed")
+
+
+@main.group(cls=Group)
+def channels() -> None:
+    """Upstream channels and their keys (keys are stored 0600 in <data dir>/secrets.toml)."""
+
+
+@channels.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def channels_list(obj: Context, as_json: bool) -> None:
+    """List channels, where they come from and whether their key is set (never the key)."""
+    rows = [
+        {
+            "id": c.id,
+            "kind": c.kind,
+            "base_url": c.base_url,
+            "settlement": c.settlement,
+            "source": c.source,
+            "key": c.key_source or ("not needed" if c.kind == "demo" else "missing"),
+        }
+        for c in obj.settings().channels
+    ]
+    if as_json:
+        print_json({"channels": rows})
+        return
+    print_table(
+        ["CHANNEL", "KIND", "BASE URL", "PAYS", "FROM", "KEY"],
+        [
+            [r["id"], r["kind"], r["base_url"] or "-", r["settlement"], r["source"], r["key"]]
+            for r in rows
+        ],
+    )
+
+
+@channels.command("set-key")
+@click.argument("channel_id")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from stdin.")
+@click.pass_obj
+def channels_set_key(obj: Context, channel_id: str, from_stdin: bool) -> None:
+    """Save a channel's upstream key in secrets.toml (mode 0600)."""
+    import asyncio
+
+    from localgate.services.settings import SettingsService
+
+    service = SettingsService(obj.settings())
+    service.channel(channel_id)  # unknown channel: fail before asking for the key
+    key = sys.stdin.readline() if from_stdin else click.prompt("Key", hide_input=True)
+    channel = asyncio.run(service.set_key(channel_id, key))
+    click.echo(
+        f"saved the key of channel {channel.id} in {service.secrets_path} (0600); "
+        f"in use: {channel.key_source}. A running server picks it up at its next start, "
+        "or set it on the Settings page to apply it at once."
+    )
+
+
+RECEIPT_STATUSES = ["succeeded", "failed", "client_canceled", "interrupted", "rejected", "pending"]
+
+
+@main.group(cls=Group, invoke_without_command=True)
 @click.option("--key", help="Only this key id.")
 @click.option("--model", help="Only this model.")
-@click.option(
-    "--status",
-    type=click.Choice(
-        ["succeeded", "failed", "client_canceled", "interrupted", "rejected", "pending"]
-    ),
-)
+@click.option("--status", type=click.Choice(RECEIPT_STATUSES))
 @click.option("--wallet", help="Only this wallet.")
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@click.pass_context
 def receipts(
-    obj: Context,
+    ctx: click.Context,
     key: str | None,
     model: str | None,
     status: str | None,
@@ -468,10 +575,15 @@ def receipts(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Show the newest receipts: what each request cost, from which wallet."""
+    """Show the newest receipts: what each request cost, from which wallet.
+
+    `localgate receipts export` writes every matching receipt to a file.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from localgate.store import receipts as receipt_store
 
-    with obj.store() as st:
+    with ctx.obj.store() as st:
         page = receipt_store.page(
             st.read(),
             {"key": key, "model": model, "status": status, "wallet": wallet},
@@ -496,3 +608,169 @@ def receipts(
             for r in page["receipts"]
         ],
     )
+
+
+@receipts.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write; '-' for standard output.",
+)
+@click.option(
+    "--since", help="From this UTC day or time (2026-11-01, 2026-11-01T08:00) or 24h / 7d."
+)
+@click.option("--until", help="To this UTC day (inclusive) or time (exclusive).")
+@click.option("--key", help="Only this key id.")
+@click.option("--project", help="Only keys of this project.")
+@click.option("--model", help="Only this requested model.")
+@click.option("--route-type", "route_type", type=click.Choice(["official", "routed"]))
+@click.option("--channel", help="Only this channel.")
+@click.option("--wallet", help="Only this wallet.")
+@click.option("--status", type=click.Choice(RECEIPT_STATUSES))
+@click.option("--client", help="Only this tool, e.g. Cursor or 'Claude Code'.")
+@click.pass_obj
+def receipts_export(obj: Context, fmt: str, out: str, **filters: str | None) -> None:
+    """Export every matching receipt, all fields, as CSV or JSON Lines (newest first).
+
+    Streams in batches, so memory stays flat at any size; a file is written
+    under a temporary name and renamed when complete. Columns: docs/receipts.md.
+    """
+    from localgate.services import exports
+    from localgate.services import receipts as receipt_service
+
+    flt = receipt_service.ReceiptFilter.from_params(filters)
+    with obj.store() as st:
+        total = receipt_service.count(st.read(), flt)
+        with click.progressbar(
+            length=total, label=f"exporting {total:,} receipts", file=sys.stderr
+        ) as bar:
+            written = exports.export_to(st.read, flt, fmt, out, progress=bar.update)
+    if out != "-":
+        click.echo(f"wrote {written:,} receipts to {out} ({fmt})", err=True)
+
+
+# -- doctor -------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--timeout",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for each channel to answer.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on failures.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def doctor(obj: Context, timeout: float, strict: bool, as_json: bool) -> None:
+    """Check this installation: config, data dir, database and ledger, bundled files,
+    catalog age, channels (reachable?) and payments. Exits 1 if a check fails."""
+    from localgate import doctor as checks
+
+    report = checks.run(obj.data_dir, obj.config, timeout=timeout)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for line in checks.format_report(report):
+            click.echo(line)
+    sys.exit(report.exit_code(strict=strict))
+
+
+# -- top-ups --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--wallet", required=True, help="Wallet to top up, e.g. credit or routed.")
+@click.option("--amount", required=True, help="Amount in the wallet's currency, e.g. 20.")
+@click.option(
+    "--method",
+    type=click.Choice(["card", "wechat_pay", "alipay"]),
+    help="Payment method (default: the provider's first, usually card).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the payment and show its final state.",
+)
+@click.option("--timeout", type=float, default=900.0, show_default=True, help="Seconds to wait.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def topup(
+    obj: Context,
+    wallet: str,
+    amount: str,
+    method: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Top up a wallet: prints the checkout URL, waits, shows the final state.
+
+    Exits 0 when the money arrived, 1 when no money moved (failed, canceled,
+    expired), 3 when it is still pending at --timeout (it is credited later,
+    whenever the payment completes).
+    """
+    import asyncio
+
+    import httpx
+
+    from localgate.services import topups as topup_service
+
+    settings = obj.settings()
+
+    async def run(st: Any) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=20.0) as client:
+            service = topup_service.build(settings, st, client)
+            try:
+                t = await service.create(wallet, amount, method)
+                if not as_json:
+                    click.echo(
+                        f"Top-up {t['id']}: {t['amount_short']} to {t['wallet_name']} "
+                        f"({t['settlement']}) via {t['provider']}"
+                    )
+                    click.echo(f"Pay here: {t['checkout_url']}")
+                    if t["provider"] == "sandbox":
+                        click.echo("  (the sandbox checkout opens while `localgate serve` runs)")
+                    if wait:
+                        click.echo(
+                            "Waiting for the payment... (Ctrl-C stops waiting; the top-up "
+                            "is credited whenever it completes)"
+                        )
+                    sys.stdout.flush()
+                if wait:
+                    t = await service.wait(t["id"], timeout=timeout)
+                return t
+            finally:
+                await service.provider.aclose()
+
+    with obj.store() as st:
+        t = asyncio.run(run(st))
+    if as_json:
+        print_json(t)
+    if not wait:
+        return
+    if not as_json:
+        cur = t["currency"]
+        if t["ledger_entry_id"] is not None:
+            click.echo(
+                f"{t['status']}: {t['amount_short']} arrived in {t['wallet_name']}. Balance "
+                f"{format_money(t['balance_before_micros'], cur)} -> "
+                f"{format_money(t['balance_after_micros'], cur)} (ledger entry "
+                f"#{t['ledger_entry_id']}). Next: localgate keys create --label my-tool"
+            )
+        elif t["status"] in ("created", "pending"):
+            click.echo(
+                f"{t['status']}: waiting for {t['reason'] or 'the payment'}; "
+                f"see {settings.base_url}/billing/topups/{t['id']}"
+            )
+        else:
+            click.echo(f"{t['status']}: no money moved ({t['reason'] or 'no reason given'})")
+    if t["ledger_entry_id"] is not None:
+        return
+    sys.exit(3 if t["status"] in ("created", "pending") else 1)

@@ -27,6 +27,9 @@ SETTLEMENTS = ("official", "routed")
 PAYMENT_PROVIDERS = ("sandbox", "stripe", "hosted")
 PAYMENT_METHODS = ("card", "wechat_pay", "alipay")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Files in the data dir that localgate itself writes (the Settings page, the CLI):
+SECRETS_FILE = "secrets.toml"  # upstream keys and other secrets, mode 0600
+CHANNELS_FILE = "channels.toml"  # channels added in the UI, merged after config.toml's
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class ChannelSettings:
     connect_timeout: float = 5.0
     headers: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Where the channel and its key come from, for the Settings page (never the key):
+    source: str = "config.toml"  # config.toml | channels.toml | built-in
+    key_source: str = ""  # e.g. "env OPENAI_API_KEY", "secrets.toml"; "" when no key
+    api_key_env: str | None = None
 
     def __repr__(self) -> str:  # never print the key
         key = "set" if self.api_key else "none"
@@ -108,7 +115,7 @@ DEFAULT_WALLETS = (
     WalletSettings("credit", "Credit", "official", "USD"),
     WalletSettings("routed", "Routed balance", "routed", "CNY"),
 )
-DEFAULT_CHANNELS = (ChannelSettings("demo", "demo", "", None, "official"),)
+DEFAULT_CHANNELS = (ChannelSettings("demo", "demo", "", None, "official", source="built-in"),)
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,26 @@ class Settings:
     models: tuple[Mapping[str, Any], ...] = ()  # raw [[models]]; validated by the catalog
     wallets: tuple[WalletSettings, ...] = DEFAULT_WALLETS
     admin_token: str = field(default="", repr=False)
+    # The [env] table of secrets.toml and the environment it was loaded with; read
+    # them through secret(), never directly.
+    env_secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, name: str) -> Any:
         return self.values[name]
+
+    def secret(self, env_name: str) -> str | None:
+        """The value of a secret named by a ``*_env`` setting (``STRIPE_SECRET_KEY``):
+        the environment first, then the ``[env]`` table of secrets.toml."""
+        return self.environ.get(env_name) or self.env_secrets.get(env_name) or None
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.data_dir / SECRETS_FILE
+
+    @property
+    def channels_path(self) -> Path:
+        return self.data_dir / CHANNELS_FILE
 
     @property
     def host(self) -> str:
@@ -190,13 +214,24 @@ def load_settings(
             values[name] = _check_type(_BY_NAME[name], value, f"--{name.split('.')[-1]}")
     _validate_values(values, where)
 
-    channels = _parse_channels(raw.get("channels"), where, env)
+    secrets_file = read_secrets(ddir / SECRETS_FILE)
+    channels = _parse_channels(raw.get("channels"), where, env, secrets_file, ddir)
     models = _parse_models(raw.get("models"), where, {c.id for c in channels})
     wallets = _parse_wallets(raw.get("wallets"), where)
     if create:
         ddir.mkdir(parents=True, exist_ok=True)
     token = env.get("LOCALGATE_ADMIN_TOKEN") or _admin_token(ddir, create=create)
-    return Settings(ddir, path, values, channels, models, wallets, token)
+    return Settings(
+        ddir,
+        path,
+        values,
+        channels,
+        models,
+        wallets,
+        token,
+        env_secrets=dict(secrets_file.env),
+        environ=env,
+    )
 
 
 def _config_path(flag: Any, ddir: Path, env: Mapping[str, str]) -> Path | None:
@@ -302,12 +337,46 @@ def _validate_values(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: server.max_body_bytes must be at least 1024")
 
 
-def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[ChannelSettings, ...]:
+def _parse_channels(
+    raw: Any,
+    where: str,
+    env: Mapping[str, str],
+    secrets: SecretsFile | None = None,
+    ddir: Path | None = None,
+) -> tuple[ChannelSettings, ...]:
+    """config.toml's [[channels]], then <data dir>/channels.toml's, then the demo."""
+    secrets = secrets or SecretsFile()
+    channels = _parse_channel_list(raw, where, env, secrets, "config.toml", [])
+    overlay = ddir / CHANNELS_FILE if ddir is not None else None
+    if overlay is not None and overlay.exists():
+        data = _read_toml(overlay)
+        unknown = sorted(set(data) - {"channels"})
+        if unknown:
+            raise ConfigError(
+                f"{overlay}: unknown table [{unknown[0]}]; only [[channels]] belongs here"
+            )
+        _parse_channel_list(
+            data.get("channels"), str(overlay), env, secrets, CHANNELS_FILE, channels
+        )
+    # The offline demo channel stays available unless a channel takes its id.
+    if not any(c.id == "demo" for c in channels):
+        channels.extend(DEFAULT_CHANNELS)
+    return tuple(channels)
+
+
+def _parse_channel_list(
+    raw: Any,
+    where: str,
+    env: Mapping[str, str],
+    secrets: SecretsFile,
+    source: str,
+    channels: list[ChannelSettings],
+) -> list[ChannelSettings]:
+    """Append the channels of one file to ``channels`` (ids stay unique across files)."""
     if raw is None:
-        return DEFAULT_CHANNELS
+        return channels
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: channels must be an array of tables: [[channels]]")
-    channels: list[ChannelSettings] = []
     for i, item in enumerate(raw):
         at = f"{where}: channels[{i}]"
         if not isinstance(item, dict):
@@ -317,7 +386,9 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
             raise ConfigError(f'{at}.id is required (a short name such as "openai")')
         at = f"{where}: channels[{i}] ({cid})"
         if cid in {c.id for c in channels}:
-            raise ConfigError(f"{at}.id: duplicate channel id {cid!r}")
+            other = next(c for c in channels if c.id == cid)
+            also = "" if other.source == source else f" (it is also defined in {other.source})"
+            raise ConfigError(f"{at}.id: duplicate channel id {cid!r}{also}; remove one")
         kind = item.get("kind")
         if kind not in CHANNEL_KINDS:
             raise ConfigError(
@@ -333,12 +404,10 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
             raise ConfigError(
                 f"{at}.base_url: must be an http(s) URL such as https://api.openai.com/v1"
             )
-        api_key = None
         key_env = item.get("api_key_env")
-        if key_env is not None:
-            if not isinstance(key_env, str):
-                raise ConfigError(f"{at}.api_key_env: must be the name of an environment variable")
-            api_key = env.get(key_env) or None
+        if key_env is not None and not isinstance(key_env, str):
+            raise ConfigError(f"{at}.api_key_env: must be the name of an environment variable")
+        api_key, key_source = secrets.channel_key(cid, key_env, env)
         if "api_key" in item:
             raise ConfigError(
                 f"{at}.api_key: keys do not belong in config.toml; set api_key_env instead"
@@ -360,12 +429,81 @@ def _parse_channels(raw: Any, where: str, env: Mapping[str, str]) -> tuple[Chann
                 float(timeout),
                 headers=headers,
                 options=options,
+                source=source,
+                key_source=key_source,
+                api_key_env=key_env,
             )
         )
-    # The offline demo channel stays available unless a channel takes its id.
-    if not any(c.id == "demo" for c in channels):
-        channels.extend(DEFAULT_CHANNELS)
-    return tuple(channels)
+    return channels
+
+
+def parse_channel(
+    item: Mapping[str, Any], where: str, env: Mapping[str, str], secrets: SecretsFile, source: str
+) -> ChannelSettings:
+    """One [[channels]] entry, checked exactly as at start-up (the Settings page uses it)."""
+    return _parse_channel_list([dict(item)], where, env, secrets, source, [])[0]
+
+
+@dataclass(frozen=True)
+class SecretsFile:
+    """<data dir>/secrets.toml (mode 0600): upstream keys by channel id, and
+    values for environment variable names localgate reads (``[env]``)::
+
+        [channels.openai]
+        api_key = "sk-..."
+
+        [env]
+        STRIPE_SECRET_KEY = "sk_live_..."
+
+    The environment wins over this file, as it does over config.toml.
+    """
+
+    channels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def channel_key(
+        self, channel_id: str, key_env: str | None, environ: Mapping[str, str]
+    ) -> tuple[str | None, str]:
+        """(key, where it came from) for a channel; (None, "") when there is none."""
+        if key_env and environ.get(key_env):
+            return environ[key_env], f"env {key_env}"
+        if self.channels.get(channel_id):
+            return self.channels[channel_id], SECRETS_FILE
+        if key_env and self.env.get(key_env):
+            return self.env[key_env], f"{SECRETS_FILE} [env] {key_env}"
+        return None, ""
+
+
+def read_secrets(path: Path) -> SecretsFile:
+    """Load secrets.toml; a missing file is empty. A file others can read is refused,
+    as ssh refuses a private key with loose permissions."""
+    if not path.exists():
+        return SecretsFile()
+    if os.name == "posix":
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path}: holds secrets but its mode is {mode:04o}; make it private: chmod 600 {path}"
+            )
+    raw = _read_toml(path)
+    unknown = sorted(set(raw) - {"channels", "env"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table [{unknown[0]}]; use [channels.<id>] or [env]")
+    keys: dict[str, str] = {}
+    tables = raw.get("channels") or {}
+    if not isinstance(tables, dict):
+        raise ConfigError(f'{path}: channels must be tables: [channels.<id>] api_key = "..."')
+    for cid, table in tables.items():
+        if not isinstance(table, dict) or set(table) - {"api_key"}:
+            raise ConfigError(f'{path}: [channels.{cid}] may hold only api_key = "..."')
+        if not isinstance(table.get("api_key", ""), str):
+            raise ConfigError(f"{path}: channels.{cid}.api_key must be a string")
+        if table.get("api_key"):
+            keys[cid] = table["api_key"]
+    env_table = raw.get("env") or {}
+    if not isinstance(env_table, dict) or not all(isinstance(v, str) for v in env_table.values()):
+        raise ConfigError(f'{path}: [env] must map variable names to strings: NAME = "value"')
+    return SecretsFile(keys, dict(env_table))
 
 
 def _parse_models(raw: Any, where: str, channel_ids: set[str]) -> tuple[Mapping[str, Any], ...]:

@@ -1,4 +1,5 @@
-"""API key use cases: create (shown once), list, pause/resume/revoke, authenticate.
+"""API key use cases: create (shown once), list, edit, pause/resume/revoke, rotate,
+the kill switch (pause every key), authenticate.
 
 Authentication is on every request's path, so policies are cached by key hash;
 the cache is dropped whenever ``meta.keys_generation`` moves, which every key
@@ -118,8 +119,8 @@ class KeyService:
         view["key"] = plaintext
         return view
 
-    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
-        policy = parse_key_request(data, new_key_id())
+    async def create(self, data: dict[str, Any], *, key_id: str | None = None) -> dict[str, Any]:
+        policy = parse_key_request(data, key_id or new_key_id())
         return await self.store.write(self._create, policy)
 
     def create_sync(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +169,97 @@ class KeyService:
         _check_action(action)
         return self.store.write_sync(self._set_state, key_id, action)
 
+    # -- edit, rotate, kill switch ----------------------------------------------
+
+    @staticmethod
+    def _update(conn: Any, key_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import replace
+
+        old = key_store.policy_from_row(key_store.get_key_row(conn, key_id))
+        if old.revoked:
+            raise BadRequest(f"key {key_id} is revoked; a revoked key cannot be changed")
+        new = parse_key_request(data, key_id)
+        key_store.update_key(conn, replace(new, paused=old.paused, revoked=False))
+        return key_store.key_view(key_store.get_key_row(conn, key_id))
+
+    async def update(self, key_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Change a key's label, project, scope, budgets, rate limit or expiry.
+
+        The whole policy is replaced (fields left out mean "none"); the secret,
+        the pause state, the receipts and the spend stay.
+        """
+        return await self.store.write(self._update, key_id, data)
+
+    @staticmethod
+    def _rotate(conn: Any, key_id: str) -> dict[str, Any]:
+        row = key_store.get_key_row(conn, key_id)
+        if row["revoked"]:
+            raise BadRequest(f"key {key_id} is revoked; create a new key instead of rotating it")
+        plaintext, digest = core.generate_key()
+        # Only the new hash is kept: the old secret stops working with this commit.
+        conn.execute(
+            "UPDATE api_keys SET key_hash = ?, prefix = ? WHERE id = ?",
+            (digest, core.key_prefix(plaintext), key_id),
+        )
+        key_store.bump_generation(conn)
+        view = key_store.key_view(key_store.get_key_row(conn, key_id))
+        view["key"] = plaintext
+        return view
+
+    async def rotate(self, key_id: str) -> dict[str, Any]:
+        """A new secret for the same key: same id, policy, receipts and spend.
+        The answer carries the new secret (``key``), shown once."""
+        return await self.store.write(self._rotate, key_id)
+
+    def rotate_sync(self, key_id: str) -> dict[str, Any]:
+        return self.store.write_sync(self._rotate, key_id)
+
+    async def pause_all(self) -> int:
+        """The kill switch: pause every live key at once; the number paused."""
+        return await self.store.write(key_store.pause_all)
+
+    def pause_all_sync(self) -> int:
+        return self.store.write_sync(key_store.pause_all)
+
+    def spend_report(self, key_id: str) -> list[dict[str, Any]]:
+        """Per currency: spend this UTC day / month / in total, against the key's budgets.
+
+        ``[{"currency": "USD", "windows": [{"window": "day", "spent_micros": 1200,
+        "limit_micros": 5000000 | None, "percent": 0.02 | None}, ...]}, ...]``;
+        open holds count, as they do when a budget is checked.
+        """
+        conn = self.store.read()
+        policy = key_store.policy_from_row(key_store.get_key_row(conn, key_id))
+        spent = {
+            cur
+            for (cur,) in conn.execute(
+                "SELECT DISTINCT currency FROM key_spend WHERE key_id = ?", (key_id,)
+            )
+        }
+        now = time.time()
+        out = []
+        for cur in sorted(spent | set(policy.budgets)):
+            spend = key_store.spend_of(conn, key_id, cur, now)
+            budget = policy.budgets.get(cur)
+            windows = []
+            for window in core.WINDOWS:
+                used = getattr(spend, window)
+                limit = getattr(budget, window) if budget else None
+                percent = None if not limit else min(100.0, used * 100 / limit)
+                if limit == 0:
+                    percent = 100.0
+                windows.append(
+                    {
+                        "window": window,
+                        "spent_micros": used,
+                        "limit_micros": limit,
+                        "percent": percent,
+                    }
+                )
+            out.append({"currency": cur, "windows": windows})
+        return out
+
 
 def _check_action(action: str) -> None:
     if action not in ("pause", "resume", "revoke"):
-        raise BadRequest(f"unknown key action {action!r}: use pause, resume or revoke")
+        raise BadRequest(f"unknown key action {action!r}: use pause, resume, revoke or rotate")

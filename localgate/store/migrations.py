@@ -192,6 +192,188 @@ def m002_gateway(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX receipts_status ON receipts (status, id)")
 
 
+@migrations()
+def m003_topups(db: sqlite_utils.Database) -> None:
+    """Top-ups with their status history, provider event de-duplication, sync
+    cursors, and the sandbox provider's simulated payments."""
+    db.execute("""
+        CREATE TABLE topups (
+            id TEXT PRIMARY KEY,
+            wallet_id TEXT NOT NULL REFERENCES wallets(id),
+            currency TEXT NOT NULL,
+            amount_micros INTEGER NOT NULL CHECK (amount_micros > 0),
+            method TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            reference TEXT,
+            payment_id TEXT,
+            status TEXT NOT NULL CHECK (status IN ('created', 'pending', 'completed', 'failed',
+                'canceled', 'expired', 'refunded', 'disputed', 'reinstated')),
+            reason TEXT,
+            checkout_url TEXT,
+            receipt_url TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            expires_at TEXT,
+            completed_at TEXT,
+            ledger_entry_id INTEGER REFERENCES entries(id),
+            balance_before_micros INTEGER,
+            balance_after_micros INTEGER,
+            refunded_micros INTEGER NOT NULL DEFAULT 0,
+            disputed_micros INTEGER NOT NULL DEFAULT 0,
+            dispute_uncovered_micros INTEGER NOT NULL DEFAULT 0,
+            dispute_id TEXT,
+            dispute_state TEXT,
+            shortfall_micros INTEGER NOT NULL DEFAULT 0,
+            shortfall_seq INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            retry_of TEXT,
+            sync_attempts INTEGER NOT NULL DEFAULT 0,
+            next_sync_at TEXT,
+            last_sync_at TEXT,
+            last_sync_error TEXT
+        )""")
+    db.execute(
+        "CREATE UNIQUE INDEX topups_reference ON topups (provider, reference) "
+        "WHERE reference IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX topups_payment ON topups (provider, payment_id) WHERE payment_id IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX topups_open ON topups (next_sync_at) WHERE status IN ('created', 'pending')"
+    )
+    db.execute("CREATE INDEX topups_wallet ON topups (wallet_id, created_at)")
+    db.execute("""
+        CREATE TABLE topup_events (
+            id INTEGER PRIMARY KEY,
+            topup_id TEXT NOT NULL REFERENCES topups(id),
+            at TEXT NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('return', 'webhook', 'sync', 'user')),
+            applied INTEGER NOT NULL DEFAULT 1,
+            detail TEXT NOT NULL DEFAULT '',
+            ledger_entry_id INTEGER REFERENCES entries(id)
+        )""")
+    db.execute("CREATE INDEX topup_events_topup ON topup_events (topup_id, id)")
+    db.execute("""
+        CREATE TABLE payment_events (
+            provider TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            source TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            topup_id TEXT,
+            outcome TEXT NOT NULL,
+            PRIMARY KEY (provider, event_id)
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE payment_sync (
+            provider TEXT PRIMARY KEY,
+            cursor TEXT,
+            updated_at TEXT NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE sandbox_payments (
+            id TEXT PRIMARY KEY,
+            topup_id TEXT NOT NULL UNIQUE,
+            amount_micros INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            method TEXT NOT NULL,
+            status TEXT NOT NULL,
+            settle_at TEXT,
+            expires_at TEXT NOT NULL,
+            refunded_micros INTEGER NOT NULL DEFAULT 0,
+            dispute_id TEXT,
+            dispute_amount_micros INTEGER,
+            dispute_state TEXT,
+            failure_reason TEXT,
+            updated_at TEXT NOT NULL
+        )""")
+
+
+# The dashboard's daily rollup: one row per (day, wallet, dimension, value) for
+# the dimensions it ranks, so a day holds wallets x (models + keys + tools) rows.
+_DAILY_DIMS = (("model", "requested_model"), ("key", "key_id"), ("client", "client"))
+
+
+def _daily_share(r: str, source: str = "") -> str:
+    """One receipt's share of the rollup, a row per dimension. ``r`` names the
+    receipt (NEW, OLD or a table alias); ``source`` is a FROM clause if needed."""
+    return " UNION ALL ".join(
+        f"SELECT substr({r}.created_at, 1, 10) AS day, coalesce({r}.wallet_id, '') AS wallet_id, "
+        f"'{dim}' AS dim, coalesce({r}.{column}, '') AS value, "
+        f"({r}.status IN ('failed', 'rejected', 'interrupted')) AS errors, "
+        f"{r}.charge_micros AS charge_micros{source}"
+        for dim, column in _DAILY_DIMS
+    )
+
+
+def _daily_add(r: str) -> str:
+    # "WHERE true" tells the parser the ON CONFLICT belongs to the INSERT.
+    return (
+        "INSERT INTO receipt_daily (day, wallet_id, dim, value, requests, errors, charge_micros) "
+        f"SELECT day, wallet_id, dim, value, 1, errors, charge_micros FROM ({_daily_share(r)}) "
+        "WHERE true ON CONFLICT DO UPDATE SET requests = receipt_daily.requests + 1, "
+        "errors = receipt_daily.errors + excluded.errors, "
+        "charge_micros = receipt_daily.charge_micros + excluded.charge_micros;"
+    )
+
+
+def _daily_remove(r: str, source: str = "") -> str:
+    return (
+        "UPDATE receipt_daily SET requests = receipt_daily.requests - 1, "
+        "errors = receipt_daily.errors - s.errors, "
+        "charge_micros = receipt_daily.charge_micros - s.charge_micros "
+        f"FROM ({_daily_share(r, source)}) AS s WHERE receipt_daily.day = s.day "
+        "AND receipt_daily.wallet_id = s.wallet_id AND receipt_daily.dim = s.dim "
+        "AND receipt_daily.value = s.value;"
+    )
+
+
+@migrations()
+def m004_ui(db: sqlite_utils.Database) -> None:
+    """Indexes for the receipts filters and the ledger's kind filter, and a daily
+    rollup of receipts that keeps the dashboard fast at millions of receipts."""
+    for column in ("client", "route_type", "channel", "key_project"):
+        db.execute(f"CREATE INDEX receipts_{column} ON receipts ({column}, id)")
+    db.execute("CREATE INDEX receipts_request ON receipts (request_id)")
+    db.execute("CREATE INDEX entries_wallet_kind ON entries (wallet_id, kind, id)")
+    db.execute("""
+        CREATE TABLE receipt_daily (
+            day TEXT NOT NULL,
+            wallet_id TEXT NOT NULL,
+            dim TEXT NOT NULL,
+            value TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            charge_micros INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, wallet_id, dim, value)
+        ) WITHOUT ROWID""")
+    # Kept by triggers, so no write path can forget it. A receipt is saved with
+    # INSERT OR REPLACE as it finishes: the BEFORE INSERT trigger takes the old
+    # row's share out, the AFTER INSERT trigger adds the new one. There is no
+    # DELETE trigger on purpose: REPLACE fires DELETE triggers when
+    # recursive_triggers is on (sqlite-utils turns it on), which would take the
+    # old share out twice. Receipts are never deleted; a retention job would
+    # have to subtract its rows from receipt_daily itself.
+    old = _daily_remove("o", " FROM receipts AS o WHERE o.id = NEW.id")
+    db.execute(f"""
+        CREATE TRIGGER receipt_daily_replace BEFORE INSERT ON receipts
+        WHEN EXISTS (SELECT 1 FROM receipts WHERE id = NEW.id)
+        BEGIN {old} END""")
+    db.execute(
+        f"CREATE TRIGGER receipt_daily_insert AFTER INSERT ON receipts BEGIN {_daily_add('NEW')} END"
+    )
+    db.execute(f"""
+        CREATE TRIGGER receipt_daily_update AFTER UPDATE OF created_at, wallet_id,
+            requested_model, key_id, client, status, charge_micros ON receipts
+        BEGIN {_daily_remove("OLD")} {_daily_add("NEW")} END""")
+    db.execute(f"""
+        INSERT INTO receipt_daily (day, wallet_id, dim, value, requests, errors, charge_micros)
+        SELECT day, wallet_id, dim, value, count(*), sum(errors), sum(charge_micros)
+        FROM ({_daily_share("r", " FROM receipts AS r")}) GROUP BY day, wallet_id, dim, value""")
+
 def apply(conn: sqlite3.Connection) -> list[str]:
     """Apply pending migrations; returns the names applied."""
     db = sqlite_utils.Database(conn)

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from localgate import __version__, resources
 from localgate.config import Settings
+from localgate.services import topups as topup_service
 from localgate.services.gateway_setup import assemble, make_http_client
 from localgate.services.wallets import Wallets
 from localgate.store import Store, recover
+from localgate.store import ledger as ledger_store
+from localgate.store import receipts as receipt_store
+from localgate.store.db import utcnow
 from localgate.web.api import WalletsAPI
+from localgate.web.billing import BILLING_HANDLERS
 from localgate.web.errors import EXCEPTION_HANDLERS
 from localgate.web.gateway_api import KeysAPI, ReceiptsAPI
 from localgate.web.openai_api import openai_app
+from localgate.web.pages import PAGE_HANDLERS
+from localgate.web.pages_keys import KEY_HANDLERS
+from localgate.web.pages_playground import PLAYGROUND_HANDLERS
+from localgate.web.pages_settings import SETTINGS_HANDLERS
 from localgate.web.security import (
     SESSION_COOKIE,
     HostCheck,
@@ -57,6 +68,19 @@ def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return response
 
 
+def release_in_flight(conn: sqlite3.Connection, owner: str) -> list[str]:
+    """At shutdown: release the holds this process still has open (requests stopped
+    mid-way, not charged); their receipts finish as ``interrupted``."""
+    rows = conn.execute(
+        "SELECT id FROM holds WHERE status = 'open' AND owner = ?", (owner,)
+    ).fetchall()
+    released = [row[0] for row in rows]
+    for hold_id in released:
+        ledger_store.release_hold(conn, hold_id, reason="shutdown")
+    receipt_store.interrupt_pending(conn, released, utcnow())
+    return released
+
+
 def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
     """Build the app. Pass ``store`` to share one (tests, CLI); else it is opened
     from ``settings.db_path`` at start-up and closed at shutdown."""
@@ -70,14 +94,21 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
         app.state.store = st
         app.state.wallets = Wallets(st)
         client = make_http_client()
+        app.state.http_client = client  # the Settings page builds providers with it
         assembled = assemble(settings, st, client)
         app.state.gateway = assembled.gateway
         app.state.channel_notes = assembled.channel_notes
+        app.state.topups = topup_service.build(settings, st, client)
+        await app.state.topups.start()  # start-up catch-up, then the pending-top-up sync loop
         try:
             yield
         finally:
+            await app.state.topups.stop()
             await client.aclose()
             if own:
+                # The server has stopped every request by now (web/server.py); any
+                # hold still open belongs to one it cut short: release it first.
+                await st.write(release_in_flight, st.owner)
                 st.close()
 
     allowed = allowed_host_names(settings.get("server.allowed_hosts"), settings.host)
@@ -90,6 +121,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
             ReceiptsAPI,
             openai_app,
             *UI_HANDLERS,
+            *PAGE_HANDLERS,
+            *KEY_HANDLERS,
+            *PLAYGROUND_HANDLERS,
+            *SETTINGS_HANDLERS,
+            *BILLING_HANDLERS,
             create_static_files_router(path="/static", directories=[resources.static_dir()]),
         ],
         lifespan=[lifespan],
@@ -99,5 +135,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
         middleware=[DefineMiddleware(HostCheck, allowed=allowed)],
         request_max_body_size=settings.get("server.max_body_bytes"),
         openapi_config=None,
+        # WARNING and up only: a log line per request (httpx logs each upstream
+        # call at INFO) costs more than the rest of the request's bookkeeping.
+        logging_config=LoggingConfig(
+            root={"level": "WARNING", "handlers": ["queue_listener"]}, log_exceptions="never"
+        ),
         debug=False,
     )

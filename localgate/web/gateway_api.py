@@ -37,7 +37,9 @@ class KeysAPI(Controller):
         return {"paused": await state.gateway.keys.pause_all()}
 
     @post("/{key_id:str}/{action:str}", status_code=200)
-    async def change(self, state: State, key_id: FromPath[str], action: FromPath[str]) -> dict[str, Any]:
+    async def change(
+        self, state: State, key_id: FromPath[str], action: FromPath[str]
+    ) -> dict[str, Any]:
         if action == "rotate":  # a new secret for the same key; shown only in this answer
             return await state.gateway.keys.rotate(key_id)
         return await state.gateway.keys.set_state(key_id, action)

@@ -13,9 +13,8 @@ from urllib.parse import quote
 
 from litestar import Request, Response, get
 from litestar.connection import ASGIConnection
-from litestar.contrib.jinja import JinjaTemplateEngine
-from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
@@ -49,10 +48,17 @@ def login_redirect(request: Request[Any, Any, Any], exc: LoginRequired) -> Respo
     return Redirect(f"/login/help?next={quote(request.url.path)}")
 
 
+def when(stamp: str | None) -> str:
+    """A stored ISO time for people: ``2026-11-27 05:50:12`` (UTC, to the second)."""
+    return stamp[:19].replace("T", " ") if stamp else "—"
+
+
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     def setup(engine: JinjaTemplateEngine) -> None:
         env = engine.engine
         env.filters["money"] = lambda micros, cur: format_money(int(micros or 0), cur or "USD")
+        env.filters["when"] = when
+        env.filters["num"] = lambda n: f"{int(n or 0):,}"
         env.globals["version"] = __version__
         env.globals["nav"] = NAV
 
@@ -100,9 +106,4 @@ def login_help(request: Request[Any, Any, Any]) -> Template:
     )
 
 
-@get("/", guards=[page_guard], sync_to_thread=False)
-def dashboard(request: Request[Any, Any, Any], state: State) -> Template:
-    return render(request, "dashboard.html", title="Dashboard", wallets=state.wallets.list())
-
-
-UI_HANDLERS = [login_help, dashboard]
+UI_HANDLERS = [login_help]  # the dashboard lives in web/pages.py
