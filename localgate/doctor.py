@@ -210,11 +210,11 @@ def _integrity(conn: sqlite3.Connection, db_path: Path) -> Check:
 
 
 def _ledger(conn: sqlite3.Connection, db_path: Path) -> list[Check]:
-    from localgate.store import ledger as ledger_store
+    from localgate.store.verify import verify
 
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone():
         return [Check("ledger", WARN, "no ledger tables yet: `localgate serve` creates them")]
-    report = ledger_store.verify(conn)
+    report = verify(conn)
     if not report.ok:
         ledger = Check(
             "ledger",

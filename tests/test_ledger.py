@@ -42,6 +42,7 @@ from localgate.errors import (
 from localgate.store import Store
 from localgate.store import ledger as ls
 from localgate.store.db import open_db
+from localgate.store.verify import verify as verify_ledger
 
 USD = 1_000_000
 WALLETS = (*DEFAULT_WALLETS, WalletSettings("team", "Team", "official", "USD"))
@@ -90,7 +91,7 @@ def snapshot(conn):
 def verify(path):
     conn = open_db(path)
     try:
-        return ls.verify(conn)
+        return verify_ledger(conn)
     finally:
         conn.close()
 

@@ -15,6 +15,7 @@ from localgate.config import DEFAULT_WALLETS
 from localgate.store import Store
 from localgate.store import ledger as ls
 from localgate.store.db import open_db
+from localgate.store.verify import verify as verify_ledger
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
 
@@ -82,7 +83,7 @@ def committed_entries(path) -> int:
 def verify(path):
     conn = open_db(path)
     try:
-        return ls.verify(conn)
+        return verify_ledger(conn)
     finally:
         conn.close()
 

@@ -26,6 +26,7 @@ from localgate.services.svg import spend_chart
 from localgate.store import ledger as ledger_store
 from localgate.store import receipts as receipt_store
 from localgate.store.db import open_db
+from localgate.store.verify import verify
 
 pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
@@ -548,7 +549,7 @@ def test_the_benchmark_seed_is_a_valid_ledger(tmp_path):
     db = tmp_path / "bench.db"
     info = seed(db, 600, days=10)
     conn = open_db(db)
-    report = ledger_store.verify(conn)
+    report = verify(conn)
     assert report.ok, report.first_error
     assert report.entries == info["entries"]
     _rollup_matches(conn)

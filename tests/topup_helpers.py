@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from localgate.config import Settings, load_settings
 from localgate.services.topups import Topups
 from localgate.store.db import open_db
+from localgate.store.verify import verify
 from localgate.web.app import create_app
 
 BASE = "http://127.0.0.1:4311"
@@ -104,11 +105,10 @@ def text(html: str) -> str:
 
 
 def verify_ok(settings: Settings) -> None:
-    from localgate.store import ledger as ledger_store
 
     conn = open_db(settings.db_path)
     try:
-        report = ledger_store.verify(conn)
+        report = verify(conn)
     finally:
         conn.close()
     assert report.ok, report.first_error

@@ -13,6 +13,7 @@ from localgate.errors import BadRequest, NotFound
 from localgate.money import decimal_str, format_money, parse_amount
 from localgate.store import Store
 from localgate.store import ledger as ledger_store
+from localgate.store.verify import VerifyReport, verify
 
 MAX_PAGE = 500
 
@@ -93,13 +94,13 @@ class Wallets:
         draft = self._adjustment(wallet_id, amount, reason, idempotency_key)
         return entry_view(self.store.write_sync(ledger_store.post_entry, draft))
 
-    def verify(self) -> ledger_store.VerifyReport:
+    def verify(self) -> VerifyReport:
         # Its own connection: verify reads in a transaction of its own.
         from localgate.store.db import open_db
 
         conn = open_db(self.store.path)
         try:
-            return ledger_store.verify(conn)
+            return verify(conn)
         finally:
             conn.close()
 

@@ -61,8 +61,14 @@ class Store:
         return self.writer.run_sync(fn, *args)
 
     def recover(self) -> list[str]:
-        """Release holds left open by an earlier process (reason ``recovered``)."""
-        return recover(self)
+        """At start-up: release the holds an earlier process left open (reason
+        ``recovered``); their receipts finish as ``interrupted``."""
+        return self.write_sync(_interrupt, "recovered", None, self.owner)
+
+    async def release_in_flight(self) -> list[str]:
+        """At shutdown, once the server has stopped every request: release the
+        holds this process still has open (reason ``shutdown``), not charged."""
+        return await self.write(_interrupt, "shutdown", self.owner, None)
 
     def close(self) -> None:
         self.writer.close()
@@ -72,15 +78,14 @@ class Store:
             self._readers.clear()
 
 
-def recover(store: Store) -> list[str]:
-    """Start-up recovery: release holds an earlier process left open (reason
-    ``recovered``) and finish their receipts as ``interrupted``."""
+def _interrupt(
+    conn: sqlite3.Connection, reason: str, owner: str | None, not_owner: str | None
+) -> list[str]:
     from localgate.store import receipts
     from localgate.store.db import utcnow
 
-    def job(conn: sqlite3.Connection) -> list[str]:
-        released = ledger_store.recover_holds(conn, keep_owner=store.owner)
-        receipts.interrupt_pending(conn, released, utcnow())
-        return released
-
-    return store.write_sync(job)
+    released = ledger_store.release_open_holds(
+        conn, reason=reason, owner=owner, not_owner=not_owner
+    )
+    receipts.interrupt_pending(conn, released, utcnow())
+    return released

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,10 +18,7 @@ from localgate.config import Settings
 from localgate.services import topups as topup_service
 from localgate.services.gateway_setup import assemble, make_http_client
 from localgate.services.wallets import Wallets
-from localgate.store import Store, recover
-from localgate.store import ledger as ledger_store
-from localgate.store import receipts as receipt_store
-from localgate.store.db import utcnow
+from localgate.store import Store
 from localgate.web.api import WalletsAPI
 from localgate.web.billing import BILLING_HANDLERS
 from localgate.web.errors import EXCEPTION_HANDLERS
@@ -68,19 +64,6 @@ def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return response
 
 
-def release_in_flight(conn: sqlite3.Connection, owner: str) -> list[str]:
-    """At shutdown: release the holds this process still has open (requests stopped
-    mid-way, not charged); their receipts finish as ``interrupted``."""
-    rows = conn.execute(
-        "SELECT id FROM holds WHERE status = 'open' AND owner = ?", (owner,)
-    ).fetchall()
-    released = [row[0] for row in rows]
-    for hold_id in released:
-        ledger_store.release_hold(conn, hold_id, reason="shutdown")
-    receipt_store.interrupt_pending(conn, released, utcnow())
-    return released
-
-
 def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
     """Build the app. Pass ``store`` to share one (tests, CLI); else it is opened
     from ``settings.db_path`` at start-up and closed at shutdown."""
@@ -90,7 +73,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
         own = store is None
         st = store or Store.open(settings.db_path, wallets=settings.wallets)
         if own:
-            recover(st)
+            st.recover()
         app.state.store = st
         app.state.wallets = Wallets(st)
         client = make_http_client()
@@ -108,7 +91,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
             if own:
                 # The server has stopped every request by now (web/server.py); any
                 # hold still open belongs to one it cut short: release it first.
-                await st.write(release_in_flight, st.owner)
+                await st.release_in_flight()
                 st.close()
 
     allowed = allowed_host_names(settings.get("server.allowed_hosts"), settings.host)
