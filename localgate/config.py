@@ -12,13 +12,12 @@ Nothing here runs at import time.
 from __future__ import annotations
 
 import os
-import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localgate.config_files import SECRETS_FILE, SecretsFile, admin_token, read_secrets, read_toml
 from localgate.errors import ConfigError, MoneyError
 from localgate.money import currency
 
@@ -28,7 +27,6 @@ PAYMENT_PROVIDERS = ("sandbox", "stripe", "hosted")
 PAYMENT_METHODS = ("card", "wechat_pay", "alipay")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Files in the data dir that localgate itself writes (the Settings page, the CLI):
-SECRETS_FILE = "secrets.toml"  # upstream keys and other secrets, mode 0600
 CHANNELS_FILE = "channels.toml"  # channels added in the UI, merged after config.toml's
 
 
@@ -201,7 +199,7 @@ def load_settings(
     env = os.environ if env is None else env
     ddir = resolve_data_dir(data_dir, env)
     path = _config_path(config_path, ddir, env)
-    raw = _read_toml(path) if path else {}
+    raw = read_toml(path) if path else {}
     where = str(path) if path else "defaults"
 
     values = {s.name: s.default for s in SETTINGS}
@@ -220,7 +218,7 @@ def load_settings(
     wallets = _parse_wallets(raw.get("wallets"), where)
     if create:
         ddir.mkdir(parents=True, exist_ok=True)
-    token = env.get("LOCALGATE_ADMIN_TOKEN") or _admin_token(ddir, create=create)
+    token = env.get("LOCALGATE_ADMIN_TOKEN") or admin_token(ddir, create=create)
     return Settings(
         ddir,
         path,
@@ -241,26 +239,6 @@ def _config_path(flag: Any, ddir: Path, env: Mapping[str, str]) -> Path | None:
         return Path(env["LOCALGATE_CONFIG"]).expanduser()
     candidate = ddir / "config.toml"
     return candidate if candidate.exists() else None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: config file not found; check --config / LOCALGATE_CONFIG"
-        ) from None
-    except PermissionError:
-        raise ConfigError(
-            f"{path}: cannot read the config file (permission denied); fix its mode"
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory; --config needs a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid UTF-8 text; save the file as UTF-8") from None
 
 
 def _apply_file_values(values: dict[str, Any], raw: Mapping[str, Any], where: str) -> None:
@@ -349,7 +327,7 @@ def _parse_channels(
     channels = _parse_channel_list(raw, where, env, secrets, "config.toml", [])
     overlay = ddir / CHANNELS_FILE if ddir is not None else None
     if overlay is not None and overlay.exists():
-        data = _read_toml(overlay)
+        data = read_toml(overlay)
         unknown = sorted(set(data) - {"channels"})
         if unknown:
             raise ConfigError(
@@ -444,68 +422,6 @@ def parse_channel(
     return _parse_channel_list([dict(item)], where, env, secrets, source, [])[0]
 
 
-@dataclass(frozen=True)
-class SecretsFile:
-    """<data dir>/secrets.toml (mode 0600): upstream keys by channel id, and
-    values for environment variable names localgate reads (``[env]``)::
-
-        [channels.openai]
-        api_key = "sk-..."
-
-        [env]
-        STRIPE_SECRET_KEY = "sk_live_..."
-
-    The environment wins over this file, as it does over config.toml.
-    """
-
-    channels: Mapping[str, str] = field(default_factory=dict, repr=False)
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-    def channel_key(
-        self, channel_id: str, key_env: str | None, environ: Mapping[str, str]
-    ) -> tuple[str | None, str]:
-        """(key, where it came from) for a channel; (None, "") when there is none."""
-        if key_env and environ.get(key_env):
-            return environ[key_env], f"env {key_env}"
-        if self.channels.get(channel_id):
-            return self.channels[channel_id], SECRETS_FILE
-        if key_env and self.env.get(key_env):
-            return self.env[key_env], f"{SECRETS_FILE} [env] {key_env}"
-        return None, ""
-
-
-def read_secrets(path: Path) -> SecretsFile:
-    """Load secrets.toml; a missing file is empty. A file others can read is refused,
-    as ssh refuses a private key with loose permissions."""
-    if not path.exists():
-        return SecretsFile()
-    if os.name == "posix":
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(
-                f"{path}: holds secrets but its mode is {mode:04o}; make it private: chmod 600 {path}"
-            )
-    raw = _read_toml(path)
-    unknown = sorted(set(raw) - {"channels", "env"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table [{unknown[0]}]; use [channels.<id>] or [env]")
-    keys: dict[str, str] = {}
-    tables = raw.get("channels") or {}
-    if not isinstance(tables, dict):
-        raise ConfigError(f'{path}: channels must be tables: [channels.<id>] api_key = "..."')
-    for cid, table in tables.items():
-        if not isinstance(table, dict) or set(table) - {"api_key"}:
-            raise ConfigError(f'{path}: [channels.{cid}] may hold only api_key = "..."')
-        if not isinstance(table.get("api_key", ""), str):
-            raise ConfigError(f"{path}: channels.{cid}.api_key must be a string")
-        if table.get("api_key"):
-            keys[cid] = table["api_key"]
-    env_table = raw.get("env") or {}
-    if not isinstance(env_table, dict) or not all(isinstance(v, str) for v in env_table.values()):
-        raise ConfigError(f'{path}: [env] must map variable names to strings: NAME = "value"')
-    return SecretsFile(keys, dict(env_table))
-
-
 def _parse_models(raw: Any, where: str, channel_ids: set[str]) -> tuple[Mapping[str, Any], ...]:
     """Check the [[models]] shape and prices here so start-up fails early and clearly."""
     from localgate.core.pricing import Price
@@ -569,25 +485,3 @@ def _parse_wallets(raw: Any, where: str) -> tuple[WalletSettings, ...]:
         )
         wallets = [w for w in wallets if w.id != wallet.id] + [wallet]
     return tuple(wallets)
-
-
-def _admin_token(ddir: Path, *, create: bool) -> str:
-    path = ddir / "admin-token"
-    try:
-        token = path.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read the admin token ({exc.strerror}); fix its mode"
-        ) from None
-    if not create:
-        return ""
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token

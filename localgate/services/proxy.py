@@ -42,6 +42,7 @@ from localgate.errors import (
 )
 from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse
 from localgate.services import charging
+from localgate.services.catalog import CatalogView
 from localgate.services.keys import KeyService
 from localgate.services.relay import StreamRelay, receipt_headers
 from localgate.store import Store
@@ -84,7 +85,10 @@ class Attempted:
     errors: list[LocalgateError] = field(default_factory=list)
 
 
-class Gateway:
+class Gateway(CatalogView):
+    """Handles one request at a time, for many at once; what a key can see
+    (models, routes, prices) comes from :class:`CatalogView`."""
+
     def __init__(
         self,
         settings: Settings,
@@ -94,91 +98,11 @@ class Gateway:
         providers: Mapping[str, Provider],
         price_versions: Mapping[str, str],
     ) -> None:
-        self.settings = settings
+        super().__init__(settings, catalog, providers, price_versions)
         self.store = store
         self.keys = keys
-        self.catalog = catalog
-        self.providers = providers
-        self.price_versions = price_versions
         self.health = routing.ChannelHealth()
         self.limiter = core_keys.RateLimiter()
-        self.wallet_by_settlement: dict[str, str] = {}
-        self.wallet_currency = {w.id: w.currency for w in settings.wallets}
-        for wallet in settings.wallets:
-            self.wallet_by_settlement.setdefault(wallet.settlement, wallet.id)
-
-    # -- what a key can see ----------------------------------------------------
-
-    def usable_routes(self, model: Model) -> list[Route]:
-        """Routes with a configured channel and a wallet of the price's currency."""
-        return [r for r in self.catalog.routes_for(model.id) if self.route_payable(r)]
-
-    def route_payable(self, route: Route) -> bool:
-        wallet = self.wallet_by_settlement.get(route.settlement)
-        return (
-            route.channel in self.providers
-            and wallet is not None
-            and self.wallet_currency[wallet] == route.price.currency
-        )
-
-    def visible_models(self, policy: KeyPolicy) -> list[dict[str, Any]]:
-        out = []
-        for model in self.catalog.models():
-            if not core_keys.model_allowed(policy, model.id):
-                continue
-            routes = [
-                r
-                for r in self.usable_routes(model)
-                if core_keys.settlement_allowed(policy, r.settlement)
-            ]
-            if routes:
-                out.append(self.model_object(model, routes))
-        return out
-
-    def model_object(self, model: Model, routes: list[Route]) -> dict[str, Any]:
-        return {
-            "id": model.id,
-            "object": "model",
-            "created": 0,
-            "owned_by": model.family,
-            "localgate": {
-                "name": model.name,
-                "kind": model.kind,
-                "context_length": model.context_length,
-                "max_output_tokens": model.max_output_tokens,
-                "route_types": sorted({r.settlement for r in routes}),
-                "routes": [
-                    {
-                        "id": r.id,
-                        "route_type": r.settlement,
-                        "channel": r.channel,
-                        "wallet": self.wallet_by_settlement.get(r.settlement),
-                        "priority": r.priority,
-                        "price": r.price.as_dict(),
-                        "price_version": self.price_versions.get(r.id),
-                    }
-                    for r in routes
-                ],
-            },
-        }
-
-    def find_model(self, policy: KeyPolicy, model_id: str) -> dict[str, Any]:
-        model = self.catalog.get(model_id)
-        routes = (
-            []
-            if model is None
-            else [
-                r
-                for r in self.usable_routes(model)
-                if core_keys.settlement_allowed(policy, r.settlement)
-            ]
-        )
-        if model is None or not routes or not core_keys.model_allowed(policy, model.id):
-            raise NotFound(
-                f"The model '{model_id}' does not exist or this key may not use it",
-                code="model_not_found",
-            )
-        return self.model_object(model, routes)
 
     # -- one request ------------------------------------------------------------
 

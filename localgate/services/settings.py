@@ -27,15 +27,8 @@ from typing import Any
 
 import httpx
 
-from localgate.config import (
-    CHANNEL_KINDS,
-    CHANNELS_FILE,
-    ChannelSettings,
-    SecretsFile,
-    Settings,
-    parse_channel,
-    read_secrets,
-)
+from localgate.config import CHANNEL_KINDS, CHANNELS_FILE, ChannelSettings, Settings, parse_channel
+from localgate.config_files import SecretsFile, read_secrets
 from localgate.errors import BadRequest, ConfigError, NotFound
 from localgate.providers import make_provider
 from localgate.providers.openai import redact
