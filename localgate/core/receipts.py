@@ -8,6 +8,7 @@ settles the hold. Failed and rejected requests get one too, at zero charge.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
@@ -135,3 +136,18 @@ def recognise_client(user_agent: str | None) -> str | None:
 
 
 _PLAIN_FIELDS = tuple(f.name for f in fields(Receipt) if f.name not in ("usage", "price", "closed"))
+
+
+# Credentials that could reach free text: our keys, upstream keys, bearer tokens.
+_SECRETS = re.compile(
+    r"(?P<bearer>(?i:bearer)\s+)[^\s\"',;]+"
+    r"|(?P<prefix>lg_|sk-ant-|sk-proj-|sk-|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|AIza)"
+    r"[A-Za-z0-9_\-]{12,}"
+)
+
+
+def mask_secrets(text: str | None) -> str | None:
+    """``text`` with API keys and bearer tokens replaced by their prefix and an ellipsis."""
+    if not text:
+        return text
+    return _SECRETS.sub(lambda m: (m.group("bearer") or m.group("prefix")) + "…", text)

@@ -26,7 +26,7 @@ from typing import Any
 
 from localgate.core.catalog import Catalog
 from localgate.core.pricing import Usage, charge_micros
-from localgate.core.receipts import STATUSES, new_receipt_id
+from localgate.core.receipts import STATUSES, mask_secrets, new_receipt_id
 from localgate.errors import BadRequest
 from localgate.store import receipts as receipt_store
 
@@ -46,21 +46,6 @@ COLUMN_FILTERS = {
 }
 _ID = re.compile(r"^rc_[0-9a-z]{20}$")
 _RELATIVE = re.compile(r"^(\d{1,4})([hd])$")
-
-# Credentials that could reach free text: our keys, upstream keys, bearer tokens.
-_SECRETS = re.compile(
-    r"(?P<bearer>(?i:bearer)\s+)[^\s\"',;]+"
-    r"|(?P<prefix>lg_|sk-ant-|sk-proj-|sk-|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|AIza)"
-    r"[A-Za-z0-9_\-]{12,}"
-)
-
-
-def mask_secrets(text: str | None) -> str | None:
-    """``text`` with API keys and bearer tokens replaced by their prefix and an ellipsis."""
-    if not text:
-        return text
-    return _SECRETS.sub(lambda m: (m.group("bearer") or m.group("prefix")) + "…", text)
-
 
 # -- filters ---------------------------------------------------------------------
 

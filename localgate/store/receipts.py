@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from localgate.core.receipts import Receipt
+from localgate.core.receipts import Receipt, mask_secrets
 from localgate.errors import BadRequest, NotFound
 from localgate.money import decimal_str
 
@@ -66,8 +66,11 @@ def _row(r: Receipt) -> tuple[Any, ...]:
     u = r.usage
     values = {
         **r.as_fields(),
+        # Free text from upstreams and clients: never store a credential that leaked into it.
+        "error": mask_secrets(r.error),
+        "user_agent": mask_secrets(r.user_agent),
         "stream": int(r.stream),
-        "attempts": json.dumps(r.attempts),
+        "attempts": json.dumps([{**a, "error": mask_secrets(a.get("error"))} for a in r.attempts]),
         "fallback_used": int(r.fallback_used),
         "retry_count": r.retry_count,
         "usage_input": u.input,

@@ -18,7 +18,11 @@ from localgate.web.security import admin_guard
 
 async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong."""
-    raw = await request.body()
+    return decode_json_object(await request.body())
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object, or a BadRequest naming what is wrong (shared by /api and /v1)."""
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:

@@ -22,6 +22,7 @@ from localgate.core.ids import random_hex
 from localgate.core.keys import check_usable
 from localgate.errors import BadRequest, InternalError, LocalgateError, NotFound
 from localgate.services.proxy import Caller, Gateway, Reply
+from localgate.web.api import decode_json_object
 from localgate.web.errors import error_body
 
 JSON = b"application/json"
@@ -68,16 +69,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 def parse_json_object(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
-    if not raw.strip():
-        raise BadRequest("the request body is empty; send a JSON object")
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise BadRequest("the request body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
+    data = decode_json_object(raw)
     for name in required:
         if name not in data or data[name] in (None, ""):
             raise BadRequest(f"missing required field '{name}'", param=name)
