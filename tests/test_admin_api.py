@@ -13,12 +13,6 @@ from localgate.store.db import open_db
 from localgate.web.app import create_app
 from localgate.web.security import SESSION_COOKIE
 
-# litestar 2.25 deprecates path parameters declared by annotation alone
-# ("inferred style"), which the /api controllers use; only that warning is let through.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*declared using deprecated inferred style:DeprecationWarning"
-)
-
 BASE = "http://127.0.0.1:4311"
 USD = 1_000_000
 

@@ -23,10 +23,7 @@ import uvicorn
 from localgate.config import Settings, load_settings
 from localgate.web.app import create_app
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.filterwarnings("ignore:.*declared using deprecated inferred style"),
-]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium")
 ARGS = [

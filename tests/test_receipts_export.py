@@ -9,9 +9,8 @@ import json
 import tracemalloc
 from datetime import UTC, datetime
 
-import pytest
 from click.testing import CliRunner
-from ui_helpers import IGNORE_INFERRED, chat, ui_client
+from ui_helpers import chat, ui_client
 
 from bench.ui_bench import seed
 from localgate.cli import main as cli_main
@@ -21,8 +20,6 @@ from localgate.services.exports import CSV_COLUMNS, export_chunks
 from localgate.services.receipts import ReceiptFilter
 from localgate.store import receipts as receipt_store
 from localgate.store.db import open_db
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 
 async def _traffic(ui) -> list[str]:

@@ -8,7 +8,6 @@ import httpx
 import pytest
 from hosted_server import TOKEN, HostedServer
 from topup_helpers import (
-    IGNORE_INFERRED,
     USD,
     app_client,
     auth,
@@ -21,8 +20,6 @@ from topup_helpers import (
 
 from localgate.errors import ConfigError
 from localgate.hosted import HostedClient, HostedError
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import sqlite3
 import pytest
 from topup_helpers import (
     BASE,
-    IGNORE_INFERRED,
     USD,
     app_client,
     auth,
@@ -27,8 +26,6 @@ from topup_helpers import (
 
 from localgate.errors import WalletFrozen
 from localgate.store import ledger as ledger_store
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import time
 import pytest
 from stripe_server import API_KEY, WEBHOOK_SECRET, StripeServer
 from topup_helpers import (
-    IGNORE_INFERRED,
     USD,
     app_client,
     auth,
@@ -22,8 +21,6 @@ from topup_helpers import (
     text,
     verify_ok,
 )
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import re
 from datetime import UTC, datetime
 from html import unescape
 
-import pytest
-from ui_helpers import IGNORE_INFERRED, chat, ui_client
+from ui_helpers import chat, ui_client
 
 from bench.ui_bench import seed
 from localgate.core import ledger as core_ledger
@@ -27,8 +26,6 @@ from localgate.store import ledger as ledger_store
 from localgate.store import receipts as receipt_store
 from localgate.store.db import open_db
 from localgate.store.verify import verify
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 CURSOR_UA = "Cursor/1.7.2"
 CLAUDE_UA = "claude-cli/2.0.1 (external, cli)"

@@ -12,14 +12,11 @@ import re
 from html import unescape
 from urllib.parse import urljoin, urlsplit
 
-import pytest
-from ui_helpers import BASE, IGNORE_INFERRED, chat, ui_client
+from ui_helpers import BASE, chat, ui_client
 
 from localgate.core.receipts import Receipt, new_receipt_id
 from localgate.store import receipts as receipt_store
 from localgate.web.security import SESSION_COOKIE, csrf_token, sign_session
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_INFERRED)
 
 PAGES = ("/", "/wallets/credit", "/receipts", "/receipts/export.csv", "/receipts/export.jsonl")
 

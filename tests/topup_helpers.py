@@ -17,9 +17,6 @@ from localgate.web.app import create_app
 
 BASE = "http://127.0.0.1:4311"
 USD = 1_000_000
-# litestar 2.25 deprecates path parameters declared by annotation alone, which
-# other controllers still use; only that warning is let through.
-IGNORE_INFERRED = "ignore:.*declared using deprecated inferred style:DeprecationWarning"
 
 
 def make_settings(provider: str = "sandbox", **values: Any) -> Settings:

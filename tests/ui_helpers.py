@@ -27,9 +27,6 @@ from localgate.config import Settings, load_settings
 from localgate.web.app import create_app
 
 BASE = "http://127.0.0.1:4311"
-# litestar 2.25 deprecates path parameters declared by annotation alone; tests of
-# handlers that still do so can let only that warning through with this filter.
-IGNORE_INFERRED = "ignore:.*declared using deprecated inferred style:DeprecationWarning"
 SECRET_RE = re.compile(r'id="new-key" data-key-id="([^"]+)">([^<]+)<')
 RECEIPT_RE = re.compile(r'data-receipt="([^"]+)"')
 
