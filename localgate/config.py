@@ -26,6 +26,9 @@ SETTLEMENTS = ("official", "routed")
 PAYMENT_PROVIDERS = ("sandbox", "stripe", "hosted")
 PAYMENT_METHODS = ("card", "wechat_pay", "alipay")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CHANNEL_FIELDS = frozenset(
+    {"id", "kind", "base_url", "api_key_env", "settlement", "timeout", "headers", "options"}
+)
 # Files in the data dir that localgate itself writes (the Settings page, the CLI):
 CHANNELS_FILE = "channels.toml"  # channels added in the UI, merged after config.toml's
 
@@ -367,6 +370,11 @@ def _parse_channel_list(
             other = next(c for c in channels if c.id == cid)
             also = "" if other.source == source else f" (it is also defined in {other.source})"
             raise ConfigError(f"{at}.id: duplicate channel id {cid!r}{also}; remove one")
+        unknown = sorted(set(item) - CHANNEL_FIELDS - {"api_key"})
+        if unknown:  # a typo such as api_key_evn would otherwise be ignored silently
+            raise ConfigError(
+                f"{at}.{unknown[0]}: unknown field; channels take {', '.join(sorted(CHANNEL_FIELDS))}"
+            )
         kind = item.get("kind")
         if kind not in CHANNEL_KINDS:
             raise ConfigError(

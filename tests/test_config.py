@@ -350,3 +350,14 @@ def test_setting_env_names():
     assert {s.name: s.env for s in SETTINGS}["payments.stripe.api_base"] == (
         "LOCALGATE_PAYMENTS_STRIPE_API_BASE"
     )
+
+
+def test_unknown_channel_field_names_the_field(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[[channels]]\nid = "openai"\nkind = "openai"\n'
+        'base_url = "https://api.openai.com/v1"\napi_key_evn = "OPENAI_API_KEY"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(data_dir=tmp_path / "d", config_path=path, env={})
+    assert "channels[0] (openai).api_key_evn: unknown field" in str(err.value)
