@@ -282,6 +282,27 @@ def test_an_empty_wallet_falls_through_to_a_route_another_wallet_pays(gate, up_a
     assert gate.wallet("credit")["balance_micros"] == 0
 
 
+def test_fallback_to_a_frozen_wallet_releases_the_first_hold(gate, up_a, up_b):
+    """A wallet frozen by a refund shortfall refuses new holds; when the fallback
+    route lands on it, the first route's hold must still be released."""
+    gate.fund("routed", "10")
+    gate.store.write_sync(
+        lambda c: c.execute(
+            "UPDATE wallets SET frozen = 1, frozen_reason = 'test' WHERE id = 'routed'"
+        )
+    )
+    up_a.push(status=503)
+    resp = post(gate, {"model": "gw-cross", "messages": MSG}, gate.key(settlement="any"))
+    assert resp.status_code == 502
+    assert up_b.requests == []
+    rid = resp.headers["x-localgate-receipt"]
+    rec = gate.receipt(rid)
+    assert (rec["status"], rec["charge_micros"]) == ("failed", 0)
+    assert kinds(gate.entries("credit", rid)) == ["hold", "release"]
+    assert gate.wallet("credit")["held_micros"] == 0
+    assert "frozen" in rec["attempts"][-1]["error"]
+
+
 # --- 4. the upstream cuts a stream ------------------------------------------------------
 
 

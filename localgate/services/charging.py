@@ -105,10 +105,14 @@ def switch(
     owner: str,
     reason: str,
 ) -> HoldGrant:
-    """Fallback to another route: release the old hold, place one for the new route."""
+    """Fallback to another route: release the old hold, place one for the new route.
+
+    The receipt is changed only once the new hold is placed (``begin`` does it
+    last): if this job fails, the writer rolls the release back too, and the
+    receipt still names the hold that is open.
+    """
     if receipt.hold_id is not None:
         ledger_store.release_hold(conn, receipt.hold_id, reason=reason, receipt_id=receipt.id)
-        receipt.hold_id, receipt.hold_micros = None, 0
     return begin(conn, receipt, policy, plan, owner)
 
 

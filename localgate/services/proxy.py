@@ -39,6 +39,7 @@ from localgate.errors import (
     NotFound,
     RateLimited,
     UpstreamError,
+    WalletFrozen,
 )
 from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse
 from localgate.services import charging
@@ -308,13 +309,6 @@ class Gateway(CatalogView):
             max(limit, 1) * st.n if st.model.kind == "chat" else 0,
             f"{self.settings.base_url}/billing?wallet={wallet}",
         )
-        before = (
-            receipt.hold_id,
-            receipt.hold_micros,
-            receipt.wallet_id,
-            receipt.currency,
-            receipt.balance_before_micros,
-        )
         try:
             if st.grant is None:
                 st.grant = await self.store.write(
@@ -329,15 +323,9 @@ class Gateway(CatalogView):
                     self.store.owner,
                     "fallback to another route",
                 )
-        except (InsufficientFunds, RateLimited) as exc:
-            # The writer rolled the job back (an earlier hold stays open): match it.
-            (
-                receipt.hold_id,
-                receipt.hold_micros,
-                receipt.wallet_id,
-                receipt.currency,
-                receipt.balance_before_micros,
-            ) = before
+        except (InsufficientFunds, WalletFrozen, RateLimited) as exc:
+            # The job was rolled back and left the receipt as it was: an earlier
+            # hold, if any, is still open and still named there.
             if receipt.hold_id is None:
                 # Nothing held yet: the refused wallet is the one the receipt names.
                 receipt.wallet_id, receipt.currency = wallet, self.wallet_currency[wallet]
