@@ -117,6 +117,11 @@ def decimal_str(micros: int) -> str:
     return f"{micros_to_decimal(micros):f}"
 
 
+def decimal_or_none(micros: int | None) -> str | None:
+    """``decimal_str`` that passes ``None`` through (an amount not known yet)."""
+    return None if micros is None else decimal_str(micros)
+
+
 def format_money(micros: int, code: str) -> str:
     """Human form with the currency symbol: ``$1.234567``, ``-¥0.500000``."""
     cur = currency(code)

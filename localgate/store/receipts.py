@@ -9,7 +9,7 @@ from typing import Any
 
 from localgate.core.receipts import Receipt, mask_secrets
 from localgate.errors import BadRequest, NotFound
-from localgate.money import decimal_str
+from localgate.money import decimal_or_none, decimal_str
 
 _COLUMNS = (
     "id",
@@ -158,8 +158,8 @@ def receipt_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "charge_micros": row["charge_micros"],
         "balance_before_micros": row["balance_before_micros"],
         "balance_after_micros": row["balance_after_micros"],
-        "balance_before": _dec(row["balance_before_micros"]),
-        "balance_after": _dec(row["balance_after_micros"]),
+        "balance_before": decimal_or_none(row["balance_before_micros"]),
+        "balance_after": decimal_or_none(row["balance_after_micros"]),
         "hold_micros": row["hold_micros"],
         "ledger_entry_id": row["ledger_entry_id"],
         "latency_ms": row["latency_ms"],
@@ -171,10 +171,6 @@ def receipt_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "charge_policy": row["charge_policy"],
     }
     return view
-
-
-def _dec(micros: int | None) -> str | None:
-    return None if micros is None else decimal_str(micros)
 
 
 def get(conn: sqlite3.Connection, receipt_id: str) -> dict[str, Any]:
