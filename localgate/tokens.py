@@ -301,3 +301,27 @@ def count_embedding_input_tokens(body: Mapping[str, Any]) -> int:
 
 def _is_token(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def count_completion_tokens(body: Mapping[str, Any], model: str | None = None) -> int:
+    """Output tokens of a non-stream chat completion (message text and tool calls),
+    for when the upstream reported no usage. Odd shapes count as nothing."""
+    return count_tokens(_completion_text(body), model)
+
+
+def _completion_text(body: Mapping[str, Any]) -> str:
+    """The text an upstream produced, for estimating output when it reported no usage."""
+    parts: list[str] = []
+    choices = body.get("choices") if isinstance(body, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        if isinstance(message.get("content"), str):
+            parts.append(message["content"])
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
+    return "".join(parts)

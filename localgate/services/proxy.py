@@ -424,7 +424,7 @@ class Gateway(CatalogView):
         if usage is None:
             usage = Usage(
                 input=st.input_tokens,
-                output=tokens.count_tokens(_body_text(response.body)),
+                output=tokens.count_completion_tokens(response.body),
                 source="estimated",
             )
             policy = POLICY_ESTIMATED
@@ -472,21 +472,3 @@ def _requested_output(body: dict[str, Any]) -> int | None:
             raise BadRequest(f"'{name}' must be a positive whole number", param=name)
         return value
     return None
-
-
-def _body_text(body: dict[str, Any]) -> str:
-    """The text an upstream produced, for estimating output when it reported no usage."""
-    parts: list[str] = []
-    choices = body.get("choices") if isinstance(body, dict) else None
-    for choice in choices if isinstance(choices, list) else ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
-            continue
-        if isinstance(message.get("content"), str):
-            parts.append(message["content"])
-        calls = message.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict):
-                parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
-    return "".join(parts)
