@@ -7,6 +7,8 @@ one place (``localgate.web.errors``)::
     LocalgateError
     ├── ConfigError            bad config file / env / flag; message names key and fix
     ├── BadRequest             malformed or invalid input from a caller (400)
+    │   ├── TooLarge           a body past server.max_body_bytes (413)
+    │   └── MethodNotAllowed   the wrong HTTP method for a path (405)
     ├── MoneyError             an amount or price that is not exact money
     ├── NotFound               an id that does not exist (wallet, receipt, key, ...)
     ├── Conflict               a request that contradicts stored state
@@ -55,6 +57,18 @@ class BadRequest(LocalgateError):
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.param = param
+
+
+class TooLarge(BadRequest):
+    """A request body past ``server.max_body_bytes``."""
+
+    code = "request_too_large"
+    http_status = 413
+
+
+class MethodNotAllowed(BadRequest):
+    code = "method_not_allowed"
+    http_status = 405
 
 
 class MoneyError(LocalgateError, ValueError):

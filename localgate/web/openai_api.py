@@ -20,23 +20,20 @@ from litestar.types import Receive, Scope, Send
 
 from localgate.core.ids import random_hex
 from localgate.core.keys import check_usable
-from localgate.errors import BadRequest, InternalError, LocalgateError, NotFound
+from localgate.errors import (
+    BadRequest,
+    InternalError,
+    LocalgateError,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+)
 from localgate.services.proxy import Caller, Gateway, Reply
 from localgate.web.api import decode_json_object
 from localgate.web.errors import error_body
 
 JSON = b"application/json"
 log = logging.getLogger(__name__)
-
-
-class TooLarge(LocalgateError):
-    code = "request_too_large"
-    http_status = 413
-
-
-class MethodNotAllowed(LocalgateError):
-    code = "method_not_allowed"
-    http_status = 405
 
 
 def _headers(scope: Scope) -> dict[str, str]:
