@@ -252,6 +252,31 @@ class Gate:
         self.sock.close()
 
 
+def start_uvicorn(app: Any, sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]:
+    """Serve ``app`` on an already bound socket in a daemon thread."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("localgate did not start")
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def run_gateway(
     tmp_path: Path,
@@ -279,18 +304,7 @@ def run_gateway(
     except BaseException:
         sock.close()
         raise
-    uv = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    uv, thread = start_uvicorn(app, sock)
     admin = httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"authorization": f"Bearer {settings.admin_token}"},
@@ -298,11 +312,7 @@ def run_gateway(
     )
     gate = Gate(settings, app, port, admin, uv, thread, sock)
     try:
-        deadline = time.monotonic() + 15
-        while not uv.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("localgate did not start")
-            time.sleep(0.01)
+        wait_started(uv, thread)
         assert admin.get("/health").json()["status"] == "ok"
         yield gate
     finally:

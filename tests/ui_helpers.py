@@ -12,15 +12,13 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
+from gateway_fixtures import start_uvicorn, wait_started
 from litestar.testing import AsyncTestClient
 
 from localgate.config import Settings, load_settings
@@ -161,24 +159,9 @@ def live_server(
     port = sock.getsockname()[1]
     settings = make_settings(tmp_path, config, env, port=port)
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    server, thread = start_uvicorn(app, sock)
     try:
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("localgate did not start")
-            time.sleep(0.01)
+        wait_started(server, thread)
         yield Live(settings, app, port)
     finally:
         server.should_exit = True
