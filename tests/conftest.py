@@ -11,8 +11,14 @@ def _tmp_home(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("LOCALGATE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name in ("LOCALGATE_ADMIN_TOKEN", "LOCALGATE_CONFIG", "OPENAI_API_KEY",
-                 "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "STRIPE_SECRET_KEY",
-                 "LOCALGATE_HOSTED_TOKEN"):
+    for name in (
+        "LOCALGATE_ADMIN_TOKEN",
+        "LOCALGATE_CONFIG",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "STRIPE_SECRET_KEY",
+        "LOCALGATE_HOSTED_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     return data_dir

@@ -484,9 +484,22 @@ def test_route_priced_in_another_currency_than_its_wallet_stops_start_up(tmp_pat
     path = tmp_path / "config.toml"
     path.write_text(gf.toml_config({}, **config))
     proc = subprocess.run(
-        [sys.executable, "-m", "localgate", "--data-dir", str(tmp_path / "d"), "--config",
-         str(path), "serve", "--no-browser", "--port", "0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "localgate",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--config",
+            str(path),
+            "serve",
+            "--no-browser",
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

@@ -44,9 +44,12 @@ class StubGateway:
 
 
 def make_relay(gateway: StubGateway, upstream: UpstreamStream) -> StreamRelay:
-    receipt = Receipt(id="rc_test", request_id="r", created_at="now", endpoint="/v1/chat/completions")
-    state = SimpleNamespace(receipt=receipt, wants_usage=False, started=time.perf_counter(),
-                            input_tokens=3)
+    receipt = Receipt(
+        id="rc_test", request_id="r", created_at="now", endpoint="/v1/chat/completions"
+    )
+    state = SimpleNamespace(
+        receipt=receipt, wants_usage=False, started=time.perf_counter(), input_tokens=3
+    )
     return StreamRelay(gateway, state, upstream)  # type: ignore[arg-type]
 
 

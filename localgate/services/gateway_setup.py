@@ -56,7 +56,9 @@ class Assembled:
 
 def make_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=ShardedTransport(), timeout=DEFAULT_TIMEOUT, follow_redirects=False,
+        transport=ShardedTransport(),
+        timeout=DEFAULT_TIMEOUT,
+        follow_redirects=False,
         trust_env=False,
     )
 

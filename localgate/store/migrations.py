@@ -374,6 +374,7 @@ def m004_ui(db: sqlite_utils.Database) -> None:
         SELECT day, wallet_id, dim, value, count(*), sum(errors), sum(charge_micros)
         FROM ({_daily_share("r", " FROM receipts AS r")}) GROUP BY day, wallet_id, dim, value""")
 
+
 def apply(conn: sqlite3.Connection) -> list[str]:
     """Apply pending migrations; returns the names applied."""
     db = sqlite_utils.Database(conn)
