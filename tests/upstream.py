@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import socket
 import struct
@@ -39,11 +40,6 @@ from typing import Any
 
 import httptools
 import pytest
-
-try:
-    import upstream_openai
-except ImportError:  # imported as tests.upstream (e.g. from bench/)
-    from tests import upstream_openai
 
 try:
     import uvloop
@@ -91,6 +87,30 @@ class Recorded:
     @property
     def client_disconnected(self) -> bool:
         return self.disconnected_at is not None
+
+
+# Path suffix -> the module that speaks that wire format. Each module has
+# is_stream(path, body), answer(behavior, path, body), events(behavior, path,
+# body) (whole SSE blocks) and error(status, message); see upstream_openai.
+WIRE_FORMATS = (
+    ("/chat/completions", "upstream_openai"),
+    ("/embeddings", "upstream_openai"),
+    ("/messages", "upstream_anthropic"),
+    ("/responses", "upstream_responses"),
+    (":generateContent", "upstream_gemini"),
+    (":streamGenerateContent", "upstream_gemini"),
+)
+
+
+def wire_format(path: str) -> Any:
+    """The wire-format module answering ``path``, or None for an unknown path."""
+    for suffix, name in WIRE_FORMATS:
+        if path.endswith(suffix):
+            try:
+                return importlib.import_module(name)
+            except ImportError:  # imported as tests.upstream (e.g. from bench/)
+                return importlib.import_module(f"tests.{name}")
+    return None
 
 
 def _head(status: int, headers: Mapping[str, str]) -> bytes:
@@ -349,40 +369,33 @@ class FakeUpstream:
         behavior = self._queue.popleft() if self._queue else self.default
         rec.behavior = behavior
         body = body if isinstance(body, dict) else {}
-        rec.stream = path.endswith("/chat/completions") and body.get("stream") is True
+        wire = wire_format(path)
+        rec.stream = wire is not None and wire.is_stream(path, body)
         if behavior.latency:
             await asyncio.sleep(behavior.latency)
         if behavior.reset:
             rec.server_closed = True
             conn.reset()
             return
-        if behavior.status != 200:
-            error = behavior.error_body or {
-                "error": {
-                    "message": f"fake upstream: HTTP {behavior.status}",
-                    "type": "fake_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
+        if wire is None:
+            conn.write(_json_response(404, {"error": {"message": f"no route {path}"}}, {}))
+        elif behavior.status != 200:
+            error = behavior.error_body or wire.error(
+                behavior.status, f"fake upstream: HTTP {behavior.status}"
+            )
             extra = {"retry-after": "1"} if behavior.status == 429 else {}
             conn.write(_json_response(behavior.status, error, {**extra, **behavior.headers}))
         elif rec.stream:
-            await self._stream(conn, rec, behavior, body)
+            await self._stream(conn, rec, behavior, wire.events(behavior, path, body))
             if rec.finished_at is None:
                 return  # cut
-        elif path.endswith("/chat/completions"):
-            answer = upstream_openai.completion(behavior, body)
-            conn.write(_json_response(200, answer, behavior.headers))
-        elif path.endswith("/embeddings"):
-            answer = upstream_openai.embeddings(behavior, body)
-            conn.write(_json_response(200, answer, behavior.headers))
         else:
-            conn.write(_json_response(404, {"error": {"message": f"no route {path}"}}, {}))
+            answer = wire.answer(behavior, path, body)
+            conn.write(_json_response(200, answer, behavior.headers))
         rec.finished_at = time.monotonic()
 
     async def _stream(
-        self, conn: _Connection, rec: Recorded, behavior: Behavior, body: dict[str, Any]
+        self, conn: _Connection, rec: Recorded, behavior: Behavior, events: list[bytes]
     ) -> None:
         head = _head(
             200,
@@ -393,7 +406,7 @@ class FakeUpstream:
                 **behavior.headers,
             },
         )
-        frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in upstream_openai.chunks(behavior, body)]
+        frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
         if not behavior.chunk_delay and behavior.cut_after is None:
             # One write: the benchmark wants the fake to cost as little as possible.
             conn.write(head + b"".join(frames) + b"0\r\n\r\n")

@@ -1,8 +1,9 @@
 """OpenAI-shaped answers of the fake upstream (tests/upstream.py): chat
 completions, stream chunks and embeddings, shaped by a ``Behavior``.
 
-Kept apart from the server so other dialects (Anthropic, Gemini) can sit
-beside it as their own modules.
+Kept apart from the server so other dialects (Anthropic, Gemini, Responses)
+sit beside it as their own modules, each with the same four functions:
+``is_stream``, ``answer``, ``events`` and ``error``.
 """
 
 from __future__ import annotations
@@ -143,3 +144,24 @@ def embeddings(behavior: Behavior, body: dict[str, Any]) -> dict[str, Any]:
             prompt = sum(len(str(item).split()) for item in items)
         answer["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
     return answer
+
+
+# -- the wire-format interface (tests/upstream.py WIRE_FORMATS) -------------------
+
+
+def is_stream(path: str, body: dict[str, Any]) -> bool:
+    return path.endswith("/chat/completions") and body.get("stream") is True
+
+
+def answer(behavior: Behavior, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path.endswith("/embeddings"):
+        return embeddings(behavior, body)
+    return completion(behavior, body)
+
+
+def events(behavior: Behavior, path: str, body: dict[str, Any]) -> list[bytes]:
+    return chunks(behavior, body)
+
+
+def error(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
