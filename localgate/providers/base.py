@@ -1,11 +1,19 @@
 """The provider interface: one door for every upstream, built-in demo included.
 
-A provider takes an OpenAI-format request (:class:`ProviderRequest`) and
-answers in the OpenAI dialect: :meth:`Provider.complete` returns an
+A provider takes a request for one endpoint (:class:`ProviderRequest`) and
+answers in that endpoint's dialect: :meth:`Provider.complete` returns an
 :class:`UpstreamResponse`, :meth:`Provider.open_stream` an
-:class:`UpstreamStream` of :class:`StreamEvent` s. Adapters for upstreams that
-speak another dialect (Anthropic, Gemini) translate into this one. Every
-failure leaves a provider as :class:`~localgate.errors.UpstreamError`.
+:class:`UpstreamStream` of :class:`StreamEvent` s. Every provider serves
+``chat`` (OpenAI chat completions), translating when its upstream speaks
+another dialect (Anthropic, Gemini); ``Provider.endpoints`` lists what else it
+serves natively (``messages``: Anthropic Messages, ``responses``: OpenAI
+Responses, ``embeddings``), which the gateway then passes through as is.
+Usage is always reported normalised (:class:`~localgate.core.pricing.Usage`).
+
+Every failure leaves a provider as :class:`~localgate.errors.UpstreamError`,
+classified there, once: ``retryable`` says whether another route may fix it
+(connect errors, timeouts, 408, 429, 5xx, a 200 that carries an error);
+routing decides from that alone.
 """
 
 from __future__ import annotations
@@ -24,13 +32,13 @@ if TYPE_CHECKING:
 
     from localgate.config import ChannelSettings
 
-Endpoint = Literal["chat", "embeddings"]
+Endpoint = Literal["chat", "embeddings", "messages", "responses"]
 
 
 @dataclass(slots=True)
 class ProviderRequest:
     endpoint: Endpoint
-    body: dict[str, Any]  # OpenAI format, already carrying the upstream model id
+    body: dict[str, Any]  # in the endpoint's dialect, already carrying the upstream model id
     stream: bool = False
     client_headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -47,7 +55,9 @@ class UpstreamResponse:
 class StreamEvent(NamedTuple):
     raw: bytes  # one complete SSE block, ending with b"\n\n", to relay verbatim
     usage_only: bool = False  # the include_usage chunk: no choices, only usage
-    done: bool = False  # `data: [DONE]`
+    # The stream's last event (`data: [DONE]`, Anthropic's `message_stop`, the
+    # Responses `response.completed`): the relay settles before sending it.
+    done: bool = False
 
 
 def usage_from_openai(data: object) -> Usage | None:
@@ -145,7 +155,10 @@ class Provider(ABC):
 
     kind: ClassVar[str] = ""
     needs_key: ClassVar[bool] = True
-    can_stream: ClassVar[bool] = True
+    # Endpoints served natively; "chat" is always served (translated if need be).
+    endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
+    # The chat-body field that carries the output limit for this upstream.
+    output_limit_field: ClassVar[str] = "max_tokens"
     # False: stream usage may be missing even when asked for; expect estimates.
     reports_stream_usage: ClassVar[bool] = True
 

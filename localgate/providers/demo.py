@@ -361,7 +361,6 @@ def embed(item: object, dims: int) -> list[float]:
 class DemoProvider(Provider):
     kind: ClassVar[str] = "demo"
     needs_key: ClassVar[bool] = False
-    can_stream: ClassVar[bool] = True
     reports_stream_usage: ClassVar[bool] = True
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:

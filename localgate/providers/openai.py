@@ -180,7 +180,8 @@ class OpenAIStream(UpstreamStream):
 class OpenAIProvider(Provider):
     kind: ClassVar[str] = "openai"
     needs_key: ClassVar[bool] = True
-    can_stream: ClassVar[bool] = True
+    # OpenAI's own API wants the newer field (its reasoning models refuse max_tokens).
+    output_limit_field: ClassVar[str] = "max_completion_tokens"
     # The official API always honours stream_options.include_usage.
     reports_stream_usage: ClassVar[bool] = True
 
@@ -278,4 +279,5 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     kind: ClassVar[str] = "openai_compatible"
     needs_key: ClassVar[bool] = False
+    output_limit_field: ClassVar[str] = "max_tokens"
     reports_stream_usage: ClassVar[bool] = False

@@ -369,10 +369,7 @@ class Gateway(CatalogView):
         if st.model.kind == "chat" and st.requested_output is None and st.grant is not None:
             # The hold covers this many output tokens; the upstream must not exceed it.
             per_choice = max(1, st.grant.max_output // st.n)
-            # OpenAI's own API wants the newer field (its reasoning models refuse max_tokens).
-            kind = self.providers[route.channel].kind
-            field_name = "max_completion_tokens" if kind == "openai" else "max_tokens"
-            out[field_name] = per_choice
+            out[self.providers[route.channel].output_limit_field] = per_choice
         if st.stream:
             options = dict(out.get("stream_options") or {})
             options["include_usage"] = True
