@@ -37,6 +37,22 @@ class Context:
         finally:
             st.close()
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Any]:
+        """A read-only connection, for commands that only look: no writer thread,
+        no migration, and nothing locked while a server runs on the same data dir."""
+        from localgate.errors import NotFound
+        from localgate.store.db import open_db
+
+        settings = self.settings()
+        if not settings.db_path.exists():
+            raise NotFound(f"no database at {settings.db_path} yet: run `localgate serve` once")
+        conn = open_db(settings.db_path, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
 
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"localgate: {message}", err=True)
