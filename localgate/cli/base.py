@@ -41,12 +41,12 @@ class Context:
     def reader(self) -> Iterator[Any]:
         """A read-only connection, for commands that only look: no writer thread,
         no migration, and nothing locked while a server runs on the same data dir."""
-        from localgate.errors import NotFound
+        from localgate.store import Store
         from localgate.store.db import open_db
 
         settings = self.settings()
-        if not settings.db_path.exists():
-            raise NotFound(f"no database at {settings.db_path} yet: run `localgate serve` once")
+        if not settings.db_path.exists():  # a new data dir: create it as `serve` would
+            Store.open(settings.db_path, wallets=settings.wallets).close()
         conn = open_db(settings.db_path, readonly=True)
         try:
             yield conn
