@@ -62,6 +62,7 @@ class Behavior:
     completion_tokens: int | None = None  # None: chunks
     cached_tokens: int | None = None  # set: prompt_tokens_details.cached_tokens
     reasoning_tokens: int | None = None  # set: completion_tokens_details.reasoning_tokens
+    cache_write_tokens: int | None = None  # set: prompt tokens written to a cache (Anthropic)
     echo_tools: bool = True  # answer with a tool call when the request offers tools
     error_body: Any = None  # body for an error status (dict -> JSON, str/bytes as is)
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
