@@ -16,15 +16,9 @@ from typing import Any
 
 import httpx
 
-from localgate.errors import ConfigError, UpstreamError
+from localgate.errors import ConfigError, HostedError
 
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
-
-
-class HostedError(UpstreamError):
-    """The hosted service could not be reached or refused a call."""
-
-    code = "hosted_error"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -35,10 +34,12 @@ class SlowCloseStream(UpstreamStream):
 
 
 class StubGateway:
+    """Stands in for the gateway's settle callback, slowly (a busy writer)."""
+
     def __init__(self) -> None:
         self.settled: list[str] = []
 
-    async def _settle(self, st, usage, status, policy, http_status) -> None:
+    async def settle(self, usage, status, policy, http_status) -> None:
         await asyncio.sleep(0.05)
         self.settled.append(status)
 
@@ -47,10 +48,14 @@ def make_relay(gateway: StubGateway, upstream: UpstreamStream) -> StreamRelay:
     receipt = Receipt(
         id="rc_test", request_id="r", created_at="now", endpoint="/v1/chat/completions"
     )
-    state = SimpleNamespace(
-        receipt=receipt, wants_usage=False, started=time.perf_counter(), input_tokens=3
+    return StreamRelay(
+        upstream,
+        receipt,
+        gateway.settle,
+        started=time.perf_counter(),
+        input_tokens=3,
+        wants_usage=False,
     )
-    return StreamRelay(gateway, state, upstream)  # type: ignore[arg-type]
 
 
 async def test_cancel_while_closing_a_finished_stream_still_settles_once():

@@ -4,6 +4,12 @@ A receipt is filled in as the request goes: created when the request arrives,
 given its route and hold before the upstream call, and finished — usage,
 charge, balance after, ledger entry, status — in the same transaction that
 settles the hold. Failed and rejected requests get one too, at zero charge.
+
+Its life is a handful of transitions, each a method that leaves it consistent
+(:meth:`Receipt.hold_granted`, :meth:`Receipt.refused`, :meth:`Receipt.settle`,
+:meth:`Receipt.fail`, :meth:`Receipt.reject`, :meth:`Receipt.interrupt`): the
+route it names is always the one whose hold it carries, never a route that was
+only tried.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from decimal import Decimal
 from typing import Any
 
 from localgate.core.ids import random_bits
-from localgate.core.pricing import Price, Usage
+from localgate.core.pricing import Price, Usage, charge_micros, exact_cost
+from localgate.core.routing import Attempt, RouteLike
+from localgate.money import decimal_str
 
 STATUSES = ("pending", "succeeded", "failed", "client_canceled", "interrupted", "rejected")
 
@@ -28,6 +36,7 @@ POLICY_CANCELED = "client canceled: charged for delivered tokens, estimated"
 POLICY_CANCELED_UPSTREAM = "client canceled: charged for upstream-reported usage"
 POLICY_REJECTED = "rejected before any upstream call: not charged"
 POLICY_INTERRUPTED = "interrupted by a restart: hold released, not charged"
+INTERRUPTED_ERROR = "localgate stopped before the request finished"
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -90,16 +99,120 @@ class Receipt:
     def retry_count(self) -> int:
         return max(0, len(self.attempts) - 1)
 
+    # -- transitions ----------------------------------------------------------------
+
+    def attempted(self, attempt: Attempt) -> None:
+        """One more try of a route (the receipt lists every one)."""
+        self.attempts.append(attempt.as_dict())
+
+    def hold_granted(
+        self,
+        route: RouteLike,
+        price_version_id: str | None,
+        *,
+        hold_id: str,
+        amount: int,
+        wallet_id: str,
+        currency: str,
+        balance: int,
+    ) -> None:
+        """``route`` now holds money: from here the receipt names it, and only it."""
+        self.route_id, self.route_type, self.channel = route.id, route.settlement, route.channel
+        self.upstream_model, self.price = route.upstream_model, route.price
+        self.price_version_id = price_version_id
+        self.hold_id, self.hold_micros = hold_id, amount
+        self.wallet_id, self.currency = wallet_id, currency
+        self.balance_before_micros = balance
+
+    def refused(self, wallet_id: str, currency: str) -> None:
+        """A route's wallet or budget could not pay. While nothing is held, the
+        refused wallet is the one the receipt names; an earlier route's hold
+        keeps its place otherwise."""
+        if self.hold_id is None:
+            self.wallet_id, self.currency = wallet_id, currency
+
+    def settle(
+        self, usage: Usage, status: str, policy: str, http_status: int, latency_ms: int
+    ) -> int:
+        """The call ended with ``usage`` on the held route: price it at that
+        route's price version; the charge in micros (before any cap) is returned."""
+        if self.price is None:
+            raise ValueError("settle needs a route holding money")
+        self.usage = usage
+        self.cost_exact = exact_cost(usage, self.price)
+        self.status, self.charge_policy, self.http_status = status, policy, http_status
+        self.latency_ms = latency_ms
+        if self.ttft_ms is None and status == "succeeded":
+            self.ttft_ms = latency_ms
+        return charge_micros(usage, self.price)
+
+    def booked(self, *, entry_id: int, charged: int, balance_after: int) -> None:
+        """The hold was settled (``charged`` > 0) or released by ledger entry ``entry_id``."""
+        self.charge_micros = charged
+        self.ledger_entry_id = entry_id
+        self.balance_after_micros = balance_after
+        self.balance_before_micros = balance_after + charged
+
+    def add_policy_note(self, note: str) -> None:
+        """A rule that changed the charge (a cap), appended to the charge policy."""
+        self.charge_policy = f"{self.charge_policy or ''}; {note}"
+
+    def fail(self, http_status: int, error: str, latency_ms: int | None = None) -> None:
+        """Failed (upstream, or localgate itself): nothing is charged."""
+        self.status, self.http_status, self.error = "failed", http_status, error
+        self.charge_policy = POLICY_FAILED
+        if latency_ms is not None:
+            self.latency_ms = latency_ms
+
     def reject(self, http_status: int, error: str) -> None:
+        """Refused before any upstream call (bad key, model, money): not charged."""
         self.status = "rejected"
         self.http_status = http_status
         self.error = error
         self.charge_policy = POLICY_REJECTED
 
+    def interrupt(self) -> None:
+        """localgate stopped before the request finished; its hold is released.
+        (Start-up recovery does the same to stored rows: store.receipts.interrupt_pending.)"""
+        self.status, self.charge_policy, self.error = (
+            "interrupted",
+            POLICY_INTERRUPTED,
+            INTERRUPTED_ERROR,
+        )
+
+    # -- what the caller is told -----------------------------------------------------
+
+    def headers(self, *, pending: bool = False) -> dict[str, str]:
+        """The x-localgate-* headers: receipt id, charge, wallet, balance."""
+        headers = {
+            "x-localgate-receipt": self.id,
+            "x-localgate-charge": "pending"
+            if pending
+            else _amount(self.charge_micros, self.currency),
+        }
+        if self.wallet_id:
+            headers["x-localgate-wallet"] = self.wallet_id
+        balance = self.balance_before_micros if pending else self.balance_after_micros
+        if balance is not None:
+            headers["x-localgate-balance"] = _amount(balance, self.currency)
+        return headers
+
+    def sse_comment(self) -> bytes:
+        """The same as an SSE comment line, for tools that read only a stream's body."""
+        fields = " ".join(
+            f"{k.removeprefix('x-localgate-')}={v.replace(' ', '_')}"
+            for k, v in self.headers().items()
+        )
+        return f": localgate {fields}\n\n".encode()
+
     def as_fields(self) -> dict[str, Any]:
         """The plain fields (usage, price and the closed flag are stored apart).
         Shallow on purpose: dataclasses.asdict would deep-copy on the hot path."""
         return {name: getattr(self, name) for name in _PLAIN_FIELDS}
+
+
+def _amount(micros: int | None, currency: str | None) -> str:
+    return f"{decimal_str(micros or 0)} {currency or ''}".strip()
 
 
 # User-Agent fragments of the tools people point at localgate, most specific first.

@@ -92,16 +92,12 @@ def should_retry(error: UpstreamError, first_byte_sent: bool) -> bool:
 
     Only before anything reached the client (after that the response is
     committed, and a second answer would be spliced onto the first), and only
-    for failures another try can fix: timeouts, connect errors, 429 and 5xx.
-    Other 4xx mean the request itself is wrong and would fail everywhere.
-    A connect error is an error with no HTTP status that the adapter marked
-    retryable; an adapter that sees a 408 should set ``timeout=True``.
+    for failures another try can fix. Which failures those are is decided once,
+    by the adapter that saw the failure (``UpstreamError.retryable``: connect
+    errors, timeouts, 408, 429, 5xx, a 200 that carried an error); other 4xx
+    mean the request itself is wrong and would fail everywhere.
     """
-    if first_byte_sent:
-        return False
-    if error.status is not None:
-        return error.status == 429 or 500 <= error.status <= 599
-    return error.timeout or error.retryable
+    return not first_byte_sent and error.retryable
 
 
 def failure_reason(error: UpstreamError) -> str:

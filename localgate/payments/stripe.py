@@ -31,7 +31,7 @@ import stripe
 
 from localgate.config import Settings
 from localgate.core.topups import METHOD_NAMES, Dispute, Report, Topup
-from localgate.errors import ConfigError, PaymentError
+from localgate.errors import ConfigError, PaymentError, WebhookRejected
 from localgate.money import from_minor_units, to_minor_units
 from localgate.payments.base import CatchUp, Checkout, CheckoutUrls, Notice, waiting_for
 
@@ -52,11 +52,6 @@ EVENT_TYPES = (
     "charge.dispute.funds_reinstated",
     "charge.dispute.funds_withdrawn",
 )
-
-
-class WebhookRejected(PaymentError):
-    code = "webhook_rejected"
-    http_status = 400
 
 
 class StripeProvider:

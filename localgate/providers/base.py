@@ -18,6 +18,7 @@ routing decides from that alone.
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from localgate.core.pricing import Usage
-from localgate.errors import ConfigError
+from localgate.errors import ConfigError, LocalgateError, error_payload
 
 if TYPE_CHECKING:
     import httpx
@@ -118,6 +119,11 @@ class UpstreamStream(ABC):
     async def __aenter__(self) -> UpstreamStream:
         return self
 
+    def error_event(self, exc: LocalgateError) -> bytes:
+        """An SSE block that ends this stream with ``exc``, in the stream's dialect.
+        This is the OpenAI chat one; streams of other dialects override it."""
+        return b"data: " + json.dumps(error_payload(exc, "openai")).encode() + b"\n\n"
+
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
@@ -161,6 +167,12 @@ class Provider(ABC):
     output_limit_field: ClassVar[str] = "max_tokens"
     # False: stream usage may be missing even when asked for; expect estimates.
     reports_stream_usage: ClassVar[bool] = True
+    # Answers without an upstream: no base_url, no key, nothing to reach.
+    offline: ClassVar[bool] = False
+    # Offered on the Settings page's add-channel form.
+    configurable: ClassVar[bool] = True
+    # The headers that carry the key, "{key}" standing for it (the connection test sends them).
+    key_headers: ClassVar[Mapping[str, str]] = {"authorization": "Bearer {key}"}
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
         if self.needs_key and not channel.api_key:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from localgate.core import keys as core_keys
 from localgate.core.keys import KeyPolicy
-from localgate.core.pricing import Price, affordable_output, worst_case_micros
+from localgate.core.catalog import Route
+from localgate.core.pricing import affordable_output, worst_case_micros
 from localgate.core.receipts import Receipt
 from localgate.errors import InsufficientFunds, RateLimited
 from localgate.money import format_money
@@ -33,8 +34,9 @@ MIN_USEFUL_OUTPUT = 16
 
 @dataclass(frozen=True)
 class HoldPlan:
+    route: Route  # the route the hold is for; the receipt names it once the hold is placed
+    price_version_id: str | None
     wallet_id: str
-    price: Price
     input_tokens: int
     requested_output: int | None  # the client's max tokens (times n), or None
     model_max_output: int  # the model's limit (times n)
@@ -62,15 +64,15 @@ def begin(
         room = core_keys.budget_room(policy, cur, spend)
     if plan.requested_output is not None:
         max_output = plan.requested_output
-        amount = worst_case_micros(plan.input_tokens, max_output, plan.price)
+        amount = worst_case_micros(plan.input_tokens, max_output, plan.route.price)
     else:
         limit = balance.available if room is None else min(balance.available, room)
         max_output = min(
-            plan.model_max_output, affordable_output(limit, plan.input_tokens, plan.price)
+            plan.model_max_output, affordable_output(limit, plan.input_tokens, plan.route.price)
         )
         if max_output < min(MIN_USEFUL_OUTPUT, plan.model_max_output):
             max_output = min(MIN_USEFUL_OUTPUT, plan.model_max_output)
-        amount = worst_case_micros(plan.input_tokens, max_output, plan.price)
+        amount = worst_case_micros(plan.input_tokens, max_output, plan.route.price)
     if room is not None and amount > room:
         raise RateLimited(
             f"API key {policy.label!r} has {format_money(room, cur)} left in its {cur} budget; "
@@ -80,19 +82,26 @@ def begin(
             retry_after=60,
         )
     if amount > balance.available:
-        raise InsufficientFunds(
-            f"wallet {plan.wallet_id!r} has {format_money(balance.available, cur)} available; this "
-            f"request needs a hold of up to {format_money(amount, cur)}. Top up at {plan.topup_url}",
-            wallet=plan.wallet_id,
+        raise InsufficientFunds.for_wallet(
+            plan.wallet_id,
+            cur,
             needed=amount,
             available=balance.available,
+            topup_url=plan.topup_url,
+            purpose="needed for this request's hold (its worst-case cost)",
         )
     hold_id = ledger_store.place_hold(
         conn, plan.wallet_id, amount, owner=owner, receipt_id=receipt.id, key_id=policy.id
     )
-    receipt.hold_id, receipt.hold_micros = hold_id, amount
-    receipt.wallet_id, receipt.currency = plan.wallet_id, cur
-    receipt.balance_before_micros = balance.balance
+    receipt.hold_granted(
+        plan.route,
+        plan.price_version_id,
+        hold_id=hold_id,
+        amount=amount,
+        wallet_id=plan.wallet_id,
+        currency=cur,
+        balance=balance.balance,
+    )
     receipt_store.save(conn, receipt)
     return HoldGrant(hold_id, amount, max_output, balance.balance)
 
@@ -128,18 +137,13 @@ def finish(conn: sqlite3.Connection, receipt: Receipt, charge: int, memo: str) -
             )
             entry, charged = outcome.entry, outcome.charged
             if outcome.capped:
-                receipt.charge_policy = (receipt.charge_policy or "") + (
-                    "; charge capped at what the wallet held"
-                )
+                receipt.add_policy_note("charge capped at what the wallet held")
         else:
             entry = ledger_store.release_hold(
                 conn, receipt.hold_id, reason=memo, receipt_id=receipt.id
             )
             charged = 0
-        receipt.charge_micros = charged
-        receipt.ledger_entry_id = entry.id
-        receipt.balance_after_micros = entry.balance_after
-        receipt.balance_before_micros = entry.balance_after + charged
+        receipt.booked(entry_id=entry.id, charged=charged, balance_after=entry.balance_after)
         if receipt.key_id and charged:
             key_store.add_spend(conn, receipt.key_id, receipt.currency or "", charged, time.time())
     if receipt.key_id:
@@ -156,7 +160,7 @@ def _within_budget(conn: sqlite3.Connection, receipt: Receipt, charge: int) -> i
     room = core_keys.budget_room(policy, receipt.currency or "", spend)  # this hold counts as spent
     if room is None or charge <= receipt.hold_micros + room:
         return charge
-    receipt.charge_policy = (receipt.charge_policy or "") + "; charge capped at the key's budget"
+    receipt.add_policy_note("charge capped at the key's budget")
     return receipt.hold_micros + room
 
 

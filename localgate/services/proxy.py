@@ -9,6 +9,7 @@ stored receipt; every hold placed is settled or released exactly once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -21,11 +22,10 @@ from localgate.core import keys as core_keys
 from localgate.core import routing
 from localgate.core.catalog import Catalog, Model, Route
 from localgate.core.keys import KeyPolicy
-from localgate.core.pricing import Usage, charge_micros, exact_cost
+from localgate.core.pricing import Usage
 from localgate.core.receipts import (
     POLICY_CHARGED,
     POLICY_ESTIMATED,
-    POLICY_FAILED,
     Receipt,
     new_receipt_id,
     recognise_client,
@@ -41,11 +41,11 @@ from localgate.errors import (
     UpstreamError,
     WalletFrozen,
 )
-from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse
+from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse, UpstreamStream
 from localgate.services import charging
 from localgate.services.catalog import CatalogView
 from localgate.services.keys import KeyService
-from localgate.services.relay import StreamRelay, receipt_headers
+from localgate.services.relay import StreamRelay
 from localgate.store import Store
 from localgate.store.db import utcnow
 
@@ -132,7 +132,7 @@ class Gateway(CatalogView):
             if not receipt.closed:
                 await self._close_out(receipt, exc)
             if isinstance(exc, LocalgateError):
-                exc.headers = receipt_headers(receipt)
+                exc.headers = receipt.headers()
                 raise
             if not isinstance(exc, Exception):
                 raise  # cancellation: let it go on
@@ -141,7 +141,7 @@ class Gateway(CatalogView):
                 f"localgate failed while handling this request ({type(exc).__name__}); "
                 f"not charged. Receipt {receipt.id}"
             )
-            internal.headers = receipt_headers(receipt)
+            internal.headers = receipt.headers()
             raise internal from exc
 
     async def _close_out(self, receipt: Receipt, exc: BaseException) -> None:
@@ -151,13 +151,11 @@ class Gateway(CatalogView):
             if isinstance(exc, LocalgateError):
                 receipt.reject(status, message)
             else:
-                receipt.status, receipt.http_status, receipt.error = "failed", status, message
-                receipt.charge_policy = POLICY_FAILED
+                receipt.fail(status, message)
             receipt.closed = True
             await asyncio.shield(self.store.write(charging.record, receipt))
             return
-        receipt.status, receipt.http_status, receipt.error = "failed", status, message
-        receipt.charge_policy = POLICY_FAILED
+        receipt.fail(status, message)
         await self._finish(receipt, 0, "request failed: not charged")
 
     async def _finish(self, receipt: Receipt, charge: int, memo: str) -> None:
@@ -288,13 +286,6 @@ class Gateway(CatalogView):
         """Place (or move) the hold for ``route``; False if its wallet cannot pay."""
         wallet = self.wallet_by_settlement.get(route.settlement)
         receipt = st.receipt
-        receipt.route_id, receipt.route_type, receipt.channel = (
-            route.id,
-            route.settlement,
-            route.channel,
-        )
-        receipt.upstream_model, receipt.price = route.upstream_model, route.price
-        receipt.price_version_id = self.price_versions.get(route.id)
         if wallet is None:
             st.errors.append(
                 NotFound(f"no wallet pays for {route.settlement} routes", code="no_wallet")
@@ -302,8 +293,9 @@ class Gateway(CatalogView):
             return False
         limit = st.model.max_output_tokens or 0
         plan = charging.HoldPlan(
+            route,
+            self.price_versions.get(route.id),
             wallet,
-            route.price,
             st.input_tokens,
             st.requested_output,
             max(limit, 1) * st.n if st.model.kind == "chat" else 0,
@@ -326,9 +318,7 @@ class Gateway(CatalogView):
         except (InsufficientFunds, WalletFrozen, RateLimited) as exc:
             # The job was rolled back and left the receipt as it was: an earlier
             # hold, if any, is still open and still named there.
-            if receipt.hold_id is None:
-                # Nothing held yet: the refused wallet is the one the receipt names.
-                receipt.wallet_id, receipt.currency = wallet, self.wallet_currency[wallet]
+            receipt.refused(wallet, self.wallet_currency[wallet])
             st.errors.append(exc)
             self._attempt(
                 route,
@@ -350,7 +340,7 @@ class Gateway(CatalogView):
         latency: float,
         why_next: str | None,
     ) -> None:
-        st.receipt.attempts.append(
+        st.receipt.attempted(
             routing.Attempt(
                 channel=route.channel,
                 route_id=route.id,
@@ -360,7 +350,7 @@ class Gateway(CatalogView):
                 error=error,
                 latency_ms=round(latency * 1000),
                 why_next=why_next,
-            ).as_dict()
+            )
         )
 
     def _upstream_body(self, body: dict[str, Any], route: Route, st: Attempted) -> dict[str, Any]:
@@ -378,29 +368,26 @@ class Gateway(CatalogView):
 
     async def _fail(self, st: Attempted, exc: UpstreamError) -> Reply:
         receipt = st.receipt
-        receipt.status = "failed"
-        receipt.error = str(exc)
-        receipt.charge_policy = POLICY_FAILED
-        receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
         retried = len(receipt.attempts) > 1
         if exc.status in (401, 403):
             # The channel's credentials, not the caller's key: a 401 would read as
             # "your lg_ key is wrong" in every SDK.
-            receipt.http_status = 502
+            http_status = 502
             exc = UpstreamError(
                 f"upstream channel {receipt.channel} refused localgate's credentials "
                 f"({exc.status}); check the channel's API key in Settings or config.toml",
                 status=exc.status,
             )
         elif exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-            receipt.http_status = exc.status  # the upstream refused the request itself
+            http_status = exc.status  # the upstream refused the request itself
         else:
-            receipt.http_status = 504 if exc.timeout else 502
+            http_status = 504 if exc.timeout else 502
+        receipt.fail(http_status, str(exc), self._elapsed_ms(st))
         await self._finish(receipt, 0, "failed upstream: not charged")
-        if receipt.http_status < 500 and exc.body:
+        if http_status < 500 and exc.body:
             return Reply(
-                receipt.http_status,
-                {"content-type": "application/json", **receipt_headers(receipt)},
+                http_status,
+                {"content-type": "application/json", **receipt.headers()},
                 exc.body.encode(),
             )
         summary = "; ".join(
@@ -410,7 +397,7 @@ class Gateway(CatalogView):
         raise UpstreamError(
             f"upstream failed after {len(receipt.attempts)} attempt{'s' if retried else ''}: "
             f"{summary}. Not charged.",
-            status=receipt.http_status,
+            status=http_status,
             timeout=exc.timeout,
         )
 
@@ -428,7 +415,7 @@ class Gateway(CatalogView):
         await self._settle(st, usage, "succeeded", policy, 200)
         headers = {
             "content-type": response.headers.get("content-type", "application/json"),
-            **receipt_headers(receipt),
+            **receipt.headers(),
         }
         return Reply(200, headers, response.content)
 
@@ -436,26 +423,27 @@ class Gateway(CatalogView):
         self, st: Attempted, usage: Usage, status: str, policy: str, http_status: int
     ) -> None:
         receipt = st.receipt
-        assert receipt.price is not None
-        receipt.usage = usage
-        receipt.cost_exact = exact_cost(usage, receipt.price)
-        receipt.status, receipt.charge_policy, receipt.http_status = status, policy, http_status
-        receipt.latency_ms = round((time.perf_counter() - st.started) * 1000)
-        if receipt.ttft_ms is None and status == "succeeded":
-            receipt.ttft_ms = receipt.latency_ms
-        await self._finish(
-            receipt,
-            charge_micros(usage, receipt.price),
-            f"{receipt.catalog_model} via {receipt.channel}",
-        )
+        charge = receipt.settle(usage, status, policy, http_status, self._elapsed_ms(st))
+        await self._finish(receipt, charge, f"{receipt.catalog_model} via {receipt.channel}")
 
-    def _stream_reply(self, st: Attempted, upstream: Any) -> Reply:
-        relay = StreamRelay(self, st, upstream)
+    @staticmethod
+    def _elapsed_ms(st: Attempted) -> int:
+        return round((time.perf_counter() - st.started) * 1000)
+
+    def _stream_reply(self, st: Attempted, upstream: UpstreamStream) -> Reply:
+        relay = StreamRelay(
+            upstream,
+            st.receipt,
+            functools.partial(self._settle, st),
+            started=st.started,
+            input_tokens=st.input_tokens,
+            wants_usage=st.wants_usage,
+        )
         headers = {
             "content-type": "text/event-stream",
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
-            **receipt_headers(st.receipt, pending=True),
+            **st.receipt.headers(pending=True),
         }
         return Reply(200, headers, relay=relay)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from localgate.config import Settings
 from localgate.core import topups as core
-from localgate.errors import Conflict, LocalgateError, NotFound, PaymentError
+from localgate.errors import Conflict, LocalgateError, NotFound, PaymentError, PaymentsOff
 from localgate.money import parse_amount
 from localgate.payments.base import CheckoutUrls, Notice, PaymentProvider
 from localgate.services.topup_views import topup_view
@@ -36,13 +36,6 @@ MAX_BACKOFF = 300.0  # seconds between checks of a long-pending top-up, at most
 LOOP_IDLE = 30.0  # seconds the loop sleeps when nothing is due
 PAGE_SYNC_GAP = 1.0  # an open page asks the provider at most this often
 EXPIRY_GRACE = 60.0  # seconds past expires_at before a still-open checkout is closed
-
-
-class PaymentsOff(PaymentError):
-    """Payments are configured to a provider that cannot start (a key is missing)."""
-
-    code = "payments_not_configured"
-    http_status = 503
 
 
 @dataclass

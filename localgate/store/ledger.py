@@ -20,7 +20,6 @@ from localgate.core import ledger as core
 from localgate.core.ids import random_hex
 from localgate.core.ledger import EntryDraft, Posting, StoredEntry, WalletBalance
 from localgate.errors import Conflict, HoldClosed, InsufficientFunds, NotFound, WalletFrozen
-from localgate.money import format_money
 from localgate.store.db import utcnow
 
 
@@ -118,12 +117,8 @@ def _apply_posting(conn: sqlite3.Connection, posting: Posting) -> int:
     if posting.amount < 0 and posting.account.startswith(("wallet:", "hold:")) and balance < 0:
         wallet_id = posting.account.partition(":")[2]
         available = balance - posting.amount
-        raise InsufficientFunds(
-            f"wallet {wallet_id!r} has {format_money(available, posting.currency)} available, "
-            f"{format_money(-posting.amount, posting.currency)} needed",
-            wallet=wallet_id,
-            needed=-posting.amount,
-            available=available,
+        raise InsufficientFunds.for_wallet(
+            wallet_id, posting.currency, needed=-posting.amount, available=available
         )
     return balance
 

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from localgate.errors import WriterClosed
 from localgate.store.db import open_db
 
 T = TypeVar("T")
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 _STOP = object()
-
-
-class WriterClosed(RuntimeError):
-    pass
 
 
 class Writer:

@@ -19,15 +19,10 @@ from typing import Any
 import anyio
 
 from localgate import __version__
-from localgate.errors import LocalgateError
+from localgate.errors import LocalgateError, LoopbackFailed
 
 USER_AGENT = f"localgate-playground/{__version__}"
 _END: dict[str, Any] = {"type": "localgate.end"}
-
-
-class LoopbackFailed(LocalgateError):
-    code = "internal_error"
-    http_status = 500
 
 
 class V1Call:

@@ -27,10 +27,11 @@ from localgate.errors import (
     MethodNotAllowed,
     NotFound,
     TooLarge,
+    error_payload,
 )
 from localgate.services.proxy import Caller, Gateway, Reply
 from localgate.web.api import decode_json_object
-from localgate.web.errors import error_body
+from localgate.web.errors import dialect
 
 JSON = b"application/json"
 log = logging.getLogger(__name__)
@@ -90,14 +91,8 @@ async def send_bytes(
 
 
 async def send_error(send: Send, path: str, exc: LocalgateError) -> None:
-    headers = dict(exc.headers)
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        headers["retry-after"] = str(max(1, int(retry_after)))
-    body = error_body(path, exc.http_status, exc.message, exc.code, getattr(exc, "param", None))
-    if exc.code == "insufficient_balance":
-        body["error"]["wallet"] = getattr(exc, "wallet", None)
-    await send_bytes(send, exc.http_status, json.dumps(body).encode(), headers)
+    body = error_payload(exc, dialect(path))
+    await send_bytes(send, exc.http_status, json.dumps(body).encode(), exc.response_headers())
 
 
 async def send_stream(reply: Reply, send: Send, receive: Receive) -> None:
