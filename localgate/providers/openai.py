@@ -1,7 +1,8 @@
 """Channels that speak the OpenAI API: kind ``openai`` and ``openai_compatible``.
 
 One class does both; the compatible kind (routed pools, OpenRouter-style
-relays, the hosted gateway) only differs in class attributes. Requests go out
+relays, the hosted gateway) only differs in class attributes, and does not
+serve the Responses API natively (a relay may lack /responses). Requests go out
 through the app's shared ``httpx.AsyncClient`` (pooled connections); httpx
 exceptions and HTTP error statuses become :class:`UpstreamError` here, once.
 """
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 from localgate import __version__
-from localgate.errors import UpstreamError
+from localgate.dialects.responses import usage_from_responses
+from localgate.dialects.responses_stream import error_event
+from localgate.errors import LocalgateError, UpstreamError
 from localgate.providers.base import (
     Provider,
     ProviderRequest,
@@ -30,7 +33,12 @@ from localgate.providers.sse import SSEDecoder, SSEEvent
 if TYPE_CHECKING:
     from localgate.config import ChannelSettings
 
-PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings", "responses": "/responses"}
+USAGE_PARSERS = {
+    "chat": usage_from_openai,
+    "embeddings": usage_from_openai,
+    "responses": usage_from_responses,
+}
 # 408 is the upstream's own timeout: as retryable as ours.
 RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -100,6 +108,20 @@ def transport_error(channel_id: str, exc: Exception, *, mid_stream: bool = False
 
 def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def event_text(data: dict[str, Any]) -> str:
+    return json.dumps(data)[:2000]
+
+
+# The Responses events that end a stream -> the chat finish_reason they mean
+# (None: read it from incomplete_details).
+TERMINAL_EVENTS: dict[str, str | None] = {
+    "response.completed": "stop",
+    "response.incomplete": None,
+    "response.failed": None,
+}
+INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
 class OpenAIStream(UpstreamStream):
@@ -177,9 +199,83 @@ class OpenAIStream(UpstreamStream):
             await self._chunks.aclose()
 
 
+class ResponsesStream(OpenAIStream):
+    """SSE events of one streamed OpenAI Responses call, relayed verbatim.
+
+    Usage comes from the terminal event (``response.completed``,
+    ``response.incomplete``, or ``response.failed``); an ``error`` event or
+    ``response.failed`` ends the stream with an UpstreamError once the events
+    before it were relayed.
+    """
+
+    def __init__(self, response: httpx.Response, channel_id: str) -> None:
+        super().__init__(response, channel_id)
+        self._relayed = 0
+        self._sequence = -1  # the upstream's last sequence_number
+
+    def error_event(self, exc: LocalgateError) -> bytes:
+        return error_event(exc, self._sequence + 1)
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await super().__anext__()
+        except UpstreamError:
+            await self.aclose()  # a failure event: the upstream is done with us
+            raise
+
+    async def _end(self) -> None:
+        await self.aclose()
+        if self.completed:
+            raise StopAsyncIteration
+        raise UpstreamError(
+            f"channel {self._channel_id}: stream cut: the upstream ended it before "
+            "response.completed"
+        )
+
+    def _classify(self, event: SSEEvent) -> StreamEvent:
+        try:
+            data = json.loads(event.data) if event.data is not None else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            return StreamEvent(event.raw)  # a comment, keep-alive or stray line: relay only
+        kind: str = data["type"]
+        if isinstance(data.get("sequence_number"), int):
+            self._sequence = data["sequence_number"]
+        delta = data.get("delta")
+        if kind.endswith(".delta") and isinstance(delta, str) and kind != "response.audio.delta":
+            self._parts.append(delta)  # text, arguments, reasoning: all billed output
+        elif kind in TERMINAL_EVENTS or kind == "error":
+            self._settle(kind, data)
+        self._relayed += 1
+        return StreamEvent(event.raw, False, self.completed)
+
+    def _settle(self, kind: str, data: dict[str, Any]) -> None:
+        response = data.get("response")
+        response = response if isinstance(response, dict) else {}
+        if response.get("usage"):
+            self.usage = usage_from_responses(response["usage"])
+        if kind in ("response.completed", "response.incomplete"):
+            self.completed = True
+            details = response.get("incomplete_details") or {}
+            reason = str(details.get("reason")) if isinstance(details, dict) else ""
+            self.finish_reason = TERMINAL_EVENTS[kind] or INCOMPLETE_REASONS.get(reason, "length")
+            return
+        error = data if kind == "error" else response.get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else None
+        raise UpstreamError(
+            f"channel {self._channel_id}: the upstream failed the response: {message or kind}",
+            status=200,
+            # Nothing relayed yet: the caller saw nothing, another route may answer.
+            retryable=self._relayed == 0,
+            body=event_text(data),
+        )
+
+
 class OpenAIProvider(Provider):
     kind: ClassVar[str] = "openai"
     needs_key: ClassVar[bool] = True
+    endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings", "responses"})
     # OpenAI's own API wants the newer field (its reasoning models refuse max_tokens).
     output_limit_field: ClassVar[str] = "max_completion_tokens"
     # The official API always honours stream_options.include_usage.
@@ -233,13 +329,14 @@ class OpenAIProvider(Provider):
             headers=resp.headers,
             content=content,
             body=body,
-            usage=usage_from_openai(body.get("usage")),
+            usage=USAGE_PARSERS[req.endpoint](body.get("usage")),
         )
 
     async def open_stream(self, req: ProviderRequest) -> UpstreamStream:
         channel_id = self.channel.id
-        if req.endpoint != "chat":
-            raise UpstreamError(f"channel {self.channel.id}: only chat completions stream")
+        stream_class = STREAMS.get(req.endpoint)
+        if stream_class is None:
+            raise UpstreamError(f"channel {channel_id}: only chat completions and responses stream")
         try:
             request = self.client.build_request(
                 "POST",
@@ -253,7 +350,7 @@ class OpenAIProvider(Provider):
             raise transport_error(channel_id, exc) from exc
         is_json = resp.headers.get("content-type", "").startswith("application/json")
         if resp.status_code == 200 and not is_json:
-            return OpenAIStream(resp, channel_id)
+            return stream_class(resp, channel_id)
         try:
             content = await resp.aread()
         except httpx.HTTPError:
@@ -278,6 +375,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
     """Routed pools and relays: a key is optional, stream usage may be missing."""
 
     kind: ClassVar[str] = "openai_compatible"
+    endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     needs_key: ClassVar[bool] = False
     output_limit_field: ClassVar[str] = "max_tokens"
     reports_stream_usage: ClassVar[bool] = False
+
+
+STREAMS: dict[str, type[OpenAIStream]] = {"chat": OpenAIStream, "responses": ResponsesStream}

@@ -1,0 +1,1 @@
+"""Translations between the wire dialects localgate speaks: pure functions, no I/O."""
