@@ -115,7 +115,11 @@ def wire_format(path: str) -> Any:
 
 
 def _head(status: int, headers: Mapping[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # e.g. Anthropic's 529 Overloaded
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
