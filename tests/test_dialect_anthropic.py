@@ -13,8 +13,6 @@ import pytest
 from localgate.core.pricing import Usage
 from localgate.dialects.anthropic import (
     chat_completion_to_message,
-    chat_to_messages,
-    message_to_chat_completion,
     messages_to_chat,
     usage_from_anthropic,
 )
@@ -23,6 +21,7 @@ from localgate.dialects.anthropic_stream import (
     ChatToAnthropicEvents,
     sse_event,
 )
+from localgate.dialects.anthropic_upstream import chat_to_messages, message_to_chat_completion
 from localgate.errors import BadRequest, UpstreamError
 
 USER = {"role": "user", "content": "Hi"}

@@ -16,13 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 from localgate import __version__
-from localgate.dialects.anthropic import (
-    chat_to_messages,
-    chat_usage,
-    message_to_chat_completion,
-    usage_from_anthropic,
-)
+from localgate.dialects.anthropic import chat_usage, usage_from_anthropic
 from localgate.dialects.anthropic_stream import AnthropicToChatChunks, sse_event
+from localgate.dialects.anthropic_upstream import chat_to_messages, message_to_chat_completion
 from localgate.errors import LocalgateError, UpstreamError, error_payload
 from localgate.providers.base import Provider, ProviderRequest, StreamEvent, UpstreamResponse
 from localgate.providers.openai import (
