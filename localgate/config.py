@@ -6,7 +6,10 @@ help text (docs/config.md documents every one, and a test checks that). Lists
 
 Errors name the file, the key and the fix, and are raised as
 :class:`~localgate.errors.ConfigError`; the CLI prints them as one line.
-Nothing here runs at import time.
+Nothing here runs at import time, and importing this module stays cheap: the
+channel kinds and payment providers there are come from their registries
+(``localgate.providers.PROVIDERS``, ``localgate.payments.PROVIDERS``), imported
+inside the functions that check them, when there is something to check.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ from localgate.config_files import SECRETS_FILE, SecretsFile, admin_token, read_
 from localgate.errors import ConfigError, MoneyError
 from localgate.money import currency
 
-CHANNEL_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "demo")
 SETTLEMENTS = ("official", "routed")
-PAYMENT_PROVIDERS = ("sandbox", "stripe", "hosted")
 PAYMENT_METHODS = ("card", "wechat_pay", "alipay")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 CHANNEL_FIELDS = frozenset(
@@ -53,7 +54,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server.max_body_bytes", 20 * 1024 * 1024, "Largest request body accepted (413 above)."
     ),
-    Setting("server.store_prompts", False, "Store prompt and completion bodies with receipts."),
     Setting("payments.provider", "sandbox", "Payment provider: sandbox, stripe or hosted."),
     Setting(
         "payments.stripe.secret_key_env",
@@ -301,14 +301,15 @@ def _coerce(setting: Setting, text: str, where: str) -> Any:
 
 
 def _validate_values(values: Mapping[str, Any], where: str) -> None:
+    from localgate.payments import payment_kind  # the registry; importing it loads no SDK
+
     port = values["server.port"]
     if not 0 <= port <= 65535:
         raise ConfigError(f"{where}: server.port must be 0-65535, got {port}")
-    provider = values["payments.provider"]
-    if provider not in PAYMENT_PROVIDERS:
-        raise ConfigError(
-            f"{where}: payments.provider: unknown provider {provider!r}; use one of {', '.join(PAYMENT_PROVIDERS)}"
-        )
+    try:
+        payment_kind(values["payments.provider"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     for method in values["payments.stripe.methods"]:
         if method not in PAYMENT_METHODS:
             raise ConfigError(
@@ -356,6 +357,10 @@ def _parse_channel_list(
     """Append the channels of one file to ``channels`` (ids stay unique across files)."""
     if raw is None:
         return channels
+    # The registry decides which kinds exist; imported here, not at the top, as it
+    # brings the adapters (and httpx) with it and most commands load no channels.
+    from localgate.providers import provider_class
+
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: channels must be an array of tables: [[channels]]")
     for i, item in enumerate(raw):
@@ -375,16 +380,15 @@ def _parse_channel_list(
             raise ConfigError(
                 f"{at}.{unknown[0]}: unknown field; channels take {', '.join(sorted(CHANNEL_FIELDS))}"
             )
-        kind = item.get("kind")
-        if kind not in CHANNEL_KINDS:
-            raise ConfigError(
-                f"{at}.kind: unknown channel kind {kind!r}; use one of {', '.join(CHANNEL_KINDS)}"
-            )
+        try:
+            provider = provider_class(item.get("kind"))
+        except ConfigError as exc:
+            raise ConfigError(f"{at}.kind: {exc}") from None
         settlement = item.get("settlement", "official")
         if settlement not in SETTLEMENTS:
             raise ConfigError(f"{at}.settlement: must be official or routed, got {settlement!r}")
         base_url = item.get("base_url", "")
-        if kind != "demo" and not (
+        if not provider.offline and not (
             isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
         ):
             raise ConfigError(
@@ -408,7 +412,7 @@ def _parse_channel_list(
         channels.append(
             ChannelSettings(
                 cid,
-                kind,
+                item["kind"],
                 base_url.rstrip("/") if isinstance(base_url, str) else "",
                 api_key,
                 settlement,

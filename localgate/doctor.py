@@ -12,20 +12,21 @@ Doctor changes nothing but a probe file it removes at once (and, like every
 command, creates the data dir and its admin token on first use): the database
 is read, never migrated (``serve`` does that). Channels are
 reached with a short timeout and no key is sent: reachable means an HTTP
-answer of any status came back. The demo channel always answers; the check
-runs it, which also proves the bundled tokenizer works.
+answer of any status came back. An offline channel (the built-in demo) has
+nothing to reach: the check runs it, which also proves the bundled tokenizer
+works. Which channels are offline, and which payment providers exist and what
+each needs, is asked of the provider and payment registries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import os
 import platform
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -308,7 +309,7 @@ async def _check_channel(channel: Any, client: httpx.AsyncClient) -> Check:
         provider = make_provider(channel, client)
     except LocalgateError as exc:
         return Check(name, WARN, f"off: {exc}")
-    if channel.kind == "demo":
+    if provider.offline:  # nothing to reach: run it instead
         request = ProviderRequest(
             "chat",
             {"model": "localgate-demo", "messages": [{"role": "user", "content": "doctor"}]},
@@ -316,9 +317,9 @@ async def _check_channel(channel: Any, client: httpx.AsyncClient) -> Check:
         try:
             reply = await provider.complete(request)
         except LocalgateError as exc:
-            return Check(name, FAIL, f"the built-in demo failed: {exc}")
+            return Check(name, FAIL, f"the built-in {channel.kind} failed: {exc}")
         tokens = reply.usage.output if reply.usage else 0
-        return Check(name, OK, f"built-in demo answered offline ({tokens} output tokens)")
+        return Check(name, OK, f"built-in {channel.kind} answered offline ({tokens} output tokens)")
     return await _reach(name, channel, client)
 
 
@@ -342,65 +343,16 @@ async def _reach(name: str, channel: Any, client: httpx.AsyncClient) -> Check:
 
 
 def check_payments(settings: Any) -> Check:
-    provider = settings.get("payments.provider")
-    checker = PAYMENT_CHECKS.get(provider)
-    if checker is None:
-        return Check("payments", FAIL, f"unknown payments.provider {provider!r}")
-    return checker(settings)
+    """The check the payment registry holds for the configured provider."""
+    from localgate.errors import ConfigError
+    from localgate.payments import payment_kind
 
-
-def _secret(settings: Any, env_name: str) -> str | None:
-    lookup = getattr(settings, "secret", None)  # env, then secrets.toml [env]
-    return lookup(env_name) if lookup else os.environ.get(env_name) or None
-
-
-def _sandbox(settings: Any) -> Check:
-    return Check("payments", OK, "sandbox: offline test top-ups, no real money moves")
-
-
-def _stripe(settings: Any) -> Check:
-    key_env = settings.get("payments.stripe.secret_key_env")
-    hook_env = settings.get("payments.stripe.webhook_secret_env")
-    if not _secret(settings, key_env):
-        return Check(
-            "payments",
-            FAIL,
-            f"stripe: {key_env} is not set; set it (or add it to secrets.toml [env]) or use "
-            'payments.provider = "sandbox"',
-        )
-    mode = "test mode" if str(_secret(settings, key_env)).startswith("sk_test") else "live"
-    base = settings.get("payments.stripe.api_base") or "api.stripe.com"
-    if not _secret(settings, hook_env):
-        return Check(
-            "payments",
-            WARN,
-            f"stripe ({mode}, {base}): {hook_env} is not set, so webhooks are refused; "
-            "top-ups still complete through the return page and the background sync",
-        )
-    return Check("payments", OK, f"stripe ({mode}, {base}): secret key and webhook secret set")
-
-
-def _hosted(settings: Any) -> Check:
-    base = settings.get("hosted.base_url")
-    token_env = settings.get("hosted.token_env")
-    missing = [
-        what
-        for what, present in (
-            ("[hosted] base_url", bool(base)),
-            (token_env, bool(_secret(settings, token_env))),
-        )
-        if not present
-    ]
-    if missing:
-        return Check("payments", FAIL, f"hosted: set {' and '.join(missing)}")
-    return Check("payments", OK, f"hosted: {base}, token set")
-
-
-PAYMENT_CHECKS: dict[str, Callable[[Any], Check]] = {
-    "sandbox": _sandbox,
-    "stripe": _stripe,
-    "hosted": _hosted,
-}
+    try:
+        kind = payment_kind(settings.get("payments.provider"))
+    except ConfigError as exc:
+        return Check("payments", FAIL, str(exc))
+    status, detail = kind.check(settings)
+    return Check("payments", status, detail)
 
 
 def format_report(report: Report) -> Sequence[str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from localgate import config
 from localgate.config import DEFAULT_WALLETS, SETTINGS, load_settings
 from localgate.errors import ConfigError
+from localgate.providers import PROVIDERS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 
@@ -61,13 +61,11 @@ base_url = "https://file.example"
 
     monkeypatch.setenv("LOCALGATE_SERVER_PORT", "6000")
     monkeypatch.setenv("LOCALGATE_HOSTED_BASE_URL", "https://env.example")
-    monkeypatch.setenv("LOCALGATE_SERVER_STORE_PROMPTS", "yes")
     monkeypatch.setenv("LOCALGATE_SERVER_ALLOWED_HOSTS", "a.test, b.test")
     s = load_settings()
     assert s.port == 6000
     assert s.host == "localhost"  # the file still wins over the default
     assert s.get("hosted.base_url") == "https://env.example"
-    assert s.get("server.store_prompts") is True
     assert s.get("server.allowed_hosts") == ["a.test", "b.test"]
 
     s = load_settings(overrides={"server.port": 7000, "server.host": None})
@@ -99,8 +97,8 @@ def test_env_values_are_type_checked(monkeypatch):
     with pytest.raises(ConfigError, match="LOCALGATE_SERVER_PORT: expected a whole number"):
         load_settings()
     monkeypatch.setenv("LOCALGATE_SERVER_PORT", "80")
-    monkeypatch.setenv("LOCALGATE_SERVER_STORE_PROMPTS", "maybe")
-    with pytest.raises(ConfigError, match="LOCALGATE_SERVER_STORE_PROMPTS"):
+    monkeypatch.setenv("LOCALGATE_SERVER_MAX_BODY_BYTES", "big")
+    with pytest.raises(ConfigError, match="LOCALGATE_SERVER_MAX_BODY_BYTES"):
         load_settings()
 
 
@@ -341,7 +339,7 @@ def test_every_setting_is_in_the_docs():
         "LOCALGATE_ADMIN_TOKEN",
         "LOCALGATE_DATA_DIR",
         "LOCALGATE_CONFIG",
-        *config.CHANNEL_KINDS,
+        *PROVIDERS,
     ):
         assert word in text, word
 

@@ -81,7 +81,9 @@ def test_the_402_body_is_the_same_on_v1_in_both_dialects_and_on_the_api(gate):
     assert error["topup_url"].endswith("/billing?wallet=routed")
     assert error["topup_url"] in error["message"]
 
-    api = gate.api("POST", "/api/adjustments", json={"wallet": "credit", "amount": "-1"})
+    api = gate.api(
+        "POST", "/api/adjustments", json={"wallet": "credit", "amount": "-1", "reason": "test"}
+    )
     assert api.status_code == 402
     api_error = api.json()["error"]
     assert api_error["code"] == "insufficient_balance"
@@ -123,7 +125,14 @@ def test_route_fields_are_set_only_with_a_granted_hold():
     receipt.refused("routed", "CNY")  # nothing held yet: the refused wallet is named
     assert (receipt.wallet_id, receipt.currency, receipt.channel) == ("routed", "CNY", None)
     receipt.hold_granted(
-        official, "pv_1", hold_id="hd_1", amount=50, wallet_id="credit", currency="USD", balance=9
+        official,
+        "pv_1",
+        upstream_kind="openai",
+        hold_id="hd_1",
+        amount=50,
+        wallet_id="credit",
+        currency="USD",
+        balance=9,
     )
     receipt.refused("routed", "CNY")  # a later refusal leaves the held route in place
     assert (receipt.channel, receipt.route_type, receipt.wallet_id, receipt.currency) == (

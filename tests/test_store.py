@@ -316,6 +316,15 @@ EXPECTED_AFTER = {"m001_ledger": EXPECTED_M001}
 EXPECTED_AFTER["m002_gateway"] = _after_m002(EXPECTED_AFTER["m001_ledger"])
 EXPECTED_AFTER["m003_topups"] = _after_m003(EXPECTED_AFTER["m002_gateway"])
 EXPECTED_AFTER["m004_ui"] = _after_m004(EXPECTED_AFTER["m003_topups"])
+EXPECTED_AFTER["m005_dialects"] = {
+    **EXPECTED_AFTER["m004_ui"],
+    "receipts": [
+        *EXPECTED_AFTER["m004_ui"]["receipts"],
+        "dialect TEXT",
+        "upstream_kind TEXT",
+        "notes TEXT",
+    ],
+}
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tomllib
 
+import anthropic
+import openai
 import yaml
 from ui_helpers import live_server
 
@@ -133,3 +135,42 @@ def test_openai_sdk_and_curl_snippets_work_against_localgate(tmp_path):
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert "localgate-demo" in listing.stdout
+
+
+def test_claude_code_codex_and_anthropic_sdk_setups_work_as_written(tmp_path):
+    """Each snippet as a tool would read it: Claude Code's settings.json env (base URL
+    without /v1, the key as a bearer token, always streaming, ?beta=true), Codex
+    CLI's model_providers entry (wire_api = "responses"), the anthropic SDK code."""
+    with live_server(tmp_path) as live:
+        live.fund("routed", "1")
+        key = live.admin("POST", "/api/keys", json={"label": "snippets"})["key"]
+        tools = {t.id: t for t in setups(key, live.base_url, ["localgate-demo"])}
+
+        env = json.loads(block(tools["claude-code"], "settings.json").text)["env"]
+        claude = anthropic.Anthropic(
+            base_url=env["ANTHROPIC_BASE_URL"], auth_token=env["ANTHROPIC_AUTH_TOKEN"]
+        )
+        with claude.messages.stream(
+            model=env["ANTHROPIC_MODEL"],
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hello"}],
+            extra_query={"beta": "true"},
+        ) as stream:
+            assert "".join(stream.text_stream)
+            receipt_id = stream.response.headers["x-localgate-receipt"]
+        receipt = live.admin("GET", f"/api/receipts/{receipt_id}")
+        assert receipt["status"] == "succeeded" and receipt["dialect"] == "anthropic-messages"
+
+        config = tomllib.loads(block(tools["codex"], "config.toml").text)
+        provider = config["model_providers"][config["model_provider"]]
+        assert provider["wire_api"] == "responses"
+        codex = openai.OpenAI(base_url=provider["base_url"], api_key=key)
+        events = list(codex.responses.create(model=config["model"], input="hi", stream=True))
+        assert events[-1].type == "response.completed" and events[-1].response.output_text
+
+        code = block(tools["anthropic-sdk"], "Python").text
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        assert "demo model built into localgate" in out.stdout

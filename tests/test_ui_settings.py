@@ -32,15 +32,15 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-async def test_page_shows_channels_payments_hosted_data_and_prompt_storage(tmp_path):
+async def test_page_shows_channels_payments_hosted_and_data(tmp_path):
     async with ui_client(tmp_path) as ui:
         page = await ui.get("/settings")
         assert page.status_code == 200
         text = page.text
         assert 'data-channel="demo"' in text and "not needed" in text
-        assert "<strong>sandbox</strong>" in text
+        assert "<strong>sandbox</strong>" in text and "no real money moves" in text
         assert "not connected" in text  # hosted: offline
-        assert "<strong>Off</strong> (the default)" in text
+        assert "store_prompts" not in text  # no such setting
         assert str(ui.settings.data_dir) in text
         assert ui.settings.admin_token not in text
 

@@ -196,6 +196,8 @@ def channels() -> None:
 @click.pass_obj
 def channels_list(obj: Context, as_json: bool) -> None:
     """List channels, where they come from and whether their key is set (never the key)."""
+    from localgate.providers import PROVIDERS
+
     rows = [
         {
             "id": c.id,
@@ -203,7 +205,7 @@ def channels_list(obj: Context, as_json: bool) -> None:
             "base_url": c.base_url,
             "settlement": c.settlement,
             "source": c.source,
-            "key": c.key_source or ("not needed" if c.kind == "demo" else "missing"),
+            "key": c.key_source or ("not needed" if PROVIDERS[c.kind].offline else "missing"),
         }
         for c in obj.settings().channels
     ]
@@ -241,39 +243,58 @@ def channels_set_key(obj: Context, channel_id: str, from_stdin: bool) -> None:
 
 
 RECEIPT_STATUSES = ["succeeded", "failed", "client_canceled", "interrupted", "rejected", "pending"]
+# The filters `receipts` and `receipts export` share; their names and meaning are
+# those of GET /api/receipts and the /receipts page (docs/receipts.md).
+RECEIPT_FILTERS = (
+    click.option(
+        "--since", help="From this UTC day or time (2026-11-01, 2026-11-01T08:00) or 24h / 7d."
+    ),
+    click.option("--until", help="To this UTC day (inclusive) or time (exclusive)."),
+    click.option("--key", help="Only this key id."),
+    click.option("--project", help="Only keys of this project."),
+    click.option("--model", help="Only this requested model."),
+    click.option("--route-type", "route_type", type=click.Choice(["official", "routed"])),
+    click.option("--channel", help="Only this channel."),
+    click.option("--wallet", help="Only this wallet."),
+    click.option("--status", type=click.Choice(RECEIPT_STATUSES)),
+    click.option("--client", help="Only this tool, e.g. Cursor or 'Claude Code'."),
+)
+
+
+def receipt_filters(command: Any) -> Any:
+    for option in reversed(RECEIPT_FILTERS):
+        command = option(command)
+    return command
 
 
 @main.group(cls=Group, invoke_without_command=True)
-@click.option("--key", help="Only this key id.")
-@click.option("--model", help="Only this model.")
-@click.option("--status", type=click.Choice(RECEIPT_STATUSES))
-@click.option("--wallet", help="Only this wallet.")
-@click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@receipt_filters
+@click.option(
+    "--before",
+    "--cursor",
+    "before",
+    metavar="RECEIPT",
+    help="Only receipts older than this one: the `next` of the page before.",
+)
+@click.option("--limit", type=int, default=20, show_default=True, help="At most 500.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {receipts, next}.")
 @click.pass_context
 def receipts(
-    ctx: click.Context,
-    key: str | None,
-    model: str | None,
-    status: str | None,
-    wallet: str | None,
-    limit: int,
-    as_json: bool,
+    ctx: click.Context, before: str | None, limit: int, as_json: bool, **filters: str | None
 ) -> None:
     """Show the newest receipts: what each request cost, from which wallet.
 
-    `localgate receipts export` writes every matching receipt to a file.
+    `localgate receipts export` writes every matching receipt to a file; filters
+    given before `export` apply to it too.
     """
     if ctx.invoked_subcommand is not None:
+        ctx.meta["receipt_filters"] = filters
         return
-    from localgate.store import receipts as receipt_store
+    from localgate.services import receipts as receipt_service
 
-    with ctx.obj.store() as st:
-        page = receipt_store.page(
-            st.read(),
-            {"key": key, "model": model, "status": status, "wallet": wallet},
-            limit=max(1, limit),
-        )
+    query = receipt_service.ReceiptQuery.from_params({**filters, "before": before}, limit=limit)
+    with ctx.obj.reader() as conn:
+        page = receipt_service.api_page(conn, query)
     if as_json:
         print_json(page)
         return
@@ -305,20 +326,9 @@ def receipts(
     type=click.Path(dir_okay=False, allow_dash=True),
     help="File to write; '-' for standard output.",
 )
-@click.option(
-    "--since", help="From this UTC day or time (2026-11-01, 2026-11-01T08:00) or 24h / 7d."
-)
-@click.option("--until", help="To this UTC day (inclusive) or time (exclusive).")
-@click.option("--key", help="Only this key id.")
-@click.option("--project", help="Only keys of this project.")
-@click.option("--model", help="Only this requested model.")
-@click.option("--route-type", "route_type", type=click.Choice(["official", "routed"]))
-@click.option("--channel", help="Only this channel.")
-@click.option("--wallet", help="Only this wallet.")
-@click.option("--status", type=click.Choice(RECEIPT_STATUSES))
-@click.option("--client", help="Only this tool, e.g. Cursor or 'Claude Code'.")
-@click.pass_obj
-def receipts_export(obj: Context, fmt: str, out: str, **filters: str | None) -> None:
+@receipt_filters
+@click.pass_context
+def receipts_export(ctx: click.Context, fmt: str, out: str, **filters: str | None) -> None:
     """Export every matching receipt, all fields, as CSV or JSON Lines (newest first).
 
     Streams in batches, so memory stays flat at any size; a file is written
@@ -327,12 +337,15 @@ def receipts_export(obj: Context, fmt: str, out: str, **filters: str | None) -> 
     from localgate.services import exports
     from localgate.services import receipts as receipt_service
 
-    flt = receipt_service.ReceiptFilter.from_params(filters)
-    with obj.store() as st:
-        total = receipt_service.count(st.read(), flt)
+    given = {name: value for name, value in filters.items() if value is not None}
+    flt = receipt_service.ReceiptFilter.from_params(
+        {**ctx.meta.get("receipt_filters", {}), **given}
+    )
+    with ctx.obj.reader() as conn:
+        total = receipt_service.count(conn, flt)
         with click.progressbar(
             length=total, label=f"exporting {total:,} receipts", file=sys.stderr
         ) as bar:
-            written = exports.export_to(st.read, flt, fmt, out, progress=bar.update)
+            written = exports.export_to(lambda: conn, flt, fmt, out, progress=bar.update)
     if out != "-":
         click.echo(f"wrote {written:,} receipts to {out} ({fmt})", err=True)

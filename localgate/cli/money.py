@@ -1,7 +1,13 @@
-"""Wallets, the ledger, adjustments and top-ups."""
+"""Wallets, the ledger, adjustments and top-ups.
+
+Commands that only look (``wallets``, ``ledger``, ``ledger verify``) read
+through a read-only connection: no writer thread, no migration, nothing
+locked while ``localgate serve`` runs on the same data dir.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from typing import Any
 
@@ -19,6 +25,17 @@ from localgate.money import format_money
 # -- wallets and the ledger ---------------------------------------------------
 
 
+class ReadOnlyStore:
+    """What a reading service needs of a Store — ``read()`` — over the CLI's
+    read-only connection. It has no writer: a write would fail loudly."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def read(self) -> sqlite3.Connection:
+        return self.conn
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -26,8 +43,8 @@ def wallets(obj: Context, as_json: bool) -> None:
     """Show each wallet's balance, held and available money."""
     from localgate.services.wallets import Wallets
 
-    with obj.store() as st:
-        rows = Wallets(st).list()
+    with obj.reader() as conn:
+        rows = Wallets(ReadOnlyStore(conn)).list()  # type: ignore[arg-type]
     if as_json:
         print_json({"wallets": rows})
         return
@@ -58,8 +75,8 @@ def ledger(ctx: click.Context, wallet: str | None, limit: int, as_json: bool) ->
         return
     from localgate.services.wallets import Wallets
 
-    with ctx.obj.store() as st:
-        service = Wallets(st)
+    with ctx.obj.reader() as conn:
+        service = Wallets(ReadOnlyStore(conn))  # type: ignore[arg-type]
         ids = [wallet] if wallet else [w["id"] for w in service.list()]
         pages = [service.ledger(wid, limit=limit) for wid in ids]
     if as_json:
@@ -88,10 +105,10 @@ def ledger(ctx: click.Context, wallet: str | None, limit: int, as_json: bool) ->
 @click.pass_obj
 def ledger_verify(obj: Context, as_json: bool) -> None:
     """Recompute the hash chain and every balance; exit 1 at the first mismatch."""
-    from localgate.services.wallets import Wallets
+    from localgate.store.verify import verify
 
-    with obj.store() as st:
-        report = Wallets(st).verify()
+    with obj.reader() as conn:
+        report = verify(conn)
     if as_json:
         print_json(report.as_dict())
     elif report.ok:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from localgate.errors import HoldClosed, LedgerError, UnbalancedEntry
@@ -361,13 +361,6 @@ def reversal_of(entry: StoredEntry, reason: str) -> EntryDraft:
         topup_id=d.topup_id,
         idempotency_key=f"reverse:{entry.id}",
     )
-
-
-def account_sums(postings: Iterable[Posting]) -> dict[tuple[str, str], int]:
-    sums: dict[tuple[str, str], int] = defaultdict(int)
-    for p in postings:
-        sums[(p.account, p.currency)] += p.amount
-    return dict(sums)
 
 
 def _positive(amount: int, what: str) -> None:

@@ -88,6 +88,11 @@ class Receipt:
     ttft_ms: int | None = None
     error: str | None = None
     charge_policy: str | None = None
+    # The API the caller spoke (openai-chat, anthropic-messages, ...), the kind of
+    # upstream that held the money, and what translating between them left out.
+    dialect: str | None = None
+    upstream_kind: str | None = None
+    notes: list[str] = field(default_factory=list)
     # Not stored: set once the receipt's final state is committed.
     closed: bool = field(default=False, compare=False)
 
@@ -110,6 +115,7 @@ class Receipt:
         route: RouteLike,
         price_version_id: str | None,
         *,
+        upstream_kind: str | None,
         hold_id: str,
         amount: int,
         wallet_id: str,
@@ -119,10 +125,15 @@ class Receipt:
         """``route`` now holds money: from here the receipt names it, and only it."""
         self.route_id, self.route_type, self.channel = route.id, route.settlement, route.channel
         self.upstream_model, self.price = route.upstream_model, route.price
-        self.price_version_id = price_version_id
+        self.price_version_id, self.upstream_kind = price_version_id, upstream_kind
         self.hold_id, self.hold_micros = hold_id, amount
         self.wallet_id, self.currency = wallet_id, currency
         self.balance_before_micros = balance
+
+    def note(self, text: str) -> None:
+        """Something the caller should know about how the request was served."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def refused(self, wallet_id: str, currency: str) -> None:
         """A route's wallet or budget could not pay. While nothing is held, the
@@ -248,7 +259,9 @@ def recognise_client(user_agent: str | None) -> str | None:
     return "other"
 
 
-_PLAIN_FIELDS = tuple(f.name for f in fields(Receipt) if f.name not in ("usage", "price", "closed"))
+_PLAIN_FIELDS = tuple(
+    f.name for f in fields(Receipt) if f.name not in ("usage", "price", "closed", "notes")
+)
 
 
 # Credentials that could reach free text: our keys, upstream keys, bearer tokens.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 from localgate.config import Settings
@@ -25,7 +24,7 @@ from localgate.money import format_money
 from localgate.payments.base import CatchUp, Checkout, CheckoutUrls, Notice, waiting_for
 from localgate.store import Store
 from localgate.store.db import utcnow
-from localgate.store.topups import later, parse_iso
+from localgate.store.topups import later
 
 SETTLE_AFTER = 5.0  # seconds a "Pay later" payment stays pending
 EXPIRES_AFTER = 30 * 60.0  # seconds a sandbox checkout stays open
@@ -251,8 +250,3 @@ def _effective(pay: dict[str, Any], now: str) -> str:
     if state == "open" and pay["expires_at"] <= now:
         return "expired"
     return state
-
-
-def seconds_left(pay: dict[str, Any]) -> float:
-    when = pay.get("settle_at") or pay["expires_at"]
-    return max(0.0, (parse_iso(when) - datetime.now(UTC)).total_seconds())

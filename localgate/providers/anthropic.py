@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -134,8 +135,10 @@ class AnthropicProvider(Provider):
     needs_key: ClassVar[bool] = True
     endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "messages"})
     output_limit_field: ClassVar[str] = "max_tokens"
-    # message_start and message_delta always carry usage.
-    reports_stream_usage: ClassVar[bool] = True
+    key_headers: ClassVar[Mapping[str, str]] = {
+        "x-api-key": "{key}",
+        "anthropic-version": DEFAULT_VERSION,
+    }
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
         super().__init__(channel, client)

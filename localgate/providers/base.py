@@ -165,8 +165,6 @@ class Provider(ABC):
     endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     # The chat-body field that carries the output limit for this upstream.
     output_limit_field: ClassVar[str] = "max_tokens"
-    # False: stream usage may be missing even when asked for; expect estimates.
-    reports_stream_usage: ClassVar[bool] = True
     # Answers without an upstream: no base_url, no key, nothing to reach.
     offline: ClassVar[bool] = False
     # Offered on the Settings page's add-channel form.

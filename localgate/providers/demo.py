@@ -361,7 +361,8 @@ def embed(item: object, dims: int) -> list[float]:
 class DemoProvider(Provider):
     kind: ClassVar[str] = "demo"
     needs_key: ClassVar[bool] = False
-    reports_stream_usage: ClassVar[bool] = True
+    offline: ClassVar[bool] = True
+    configurable: ClassVar[bool] = False  # built in: always there, never added by hand
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
         super().__init__(channel, client)

@@ -20,6 +20,7 @@ import secrets
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -342,7 +343,7 @@ class GeminiProvider(Provider):
     endpoints: ClassVar[frozenset[str]] = frozenset({"chat"})
     # Read by to_gemini either way; max_tokens is what the gateway sets.
     output_limit_field: ClassVar[str] = "max_tokens"
-    reports_stream_usage: ClassVar[bool] = True
+    key_headers: ClassVar[Mapping[str, str]] = {"x-goog-api-key": "{key}"}
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
         super().__init__(channel, client)

@@ -278,8 +278,6 @@ class OpenAIProvider(Provider):
     endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings", "responses"})
     # OpenAI's own API wants the newer field (its reasoning models refuse max_tokens).
     output_limit_field: ClassVar[str] = "max_completion_tokens"
-    # The official API always honours stream_options.include_usage.
-    reports_stream_usage: ClassVar[bool] = True
 
     def __init__(self, channel: ChannelSettings, client: httpx.AsyncClient) -> None:
         super().__init__(channel, client)
@@ -378,7 +376,6 @@ class OpenAICompatibleProvider(OpenAIProvider):
     endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     needs_key: ClassVar[bool] = False
     output_limit_field: ClassVar[str] = "max_tokens"
-    reports_stream_usage: ClassVar[bool] = False
 
 
 STREAMS: dict[str, type[OpenAIStream]] = {"chat": OpenAIStream, "responses": ResponsesStream}

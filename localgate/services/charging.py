@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from localgate.core import keys as core_keys
-from localgate.core.keys import KeyPolicy
 from localgate.core.catalog import Route
+from localgate.core.keys import KeyPolicy
 from localgate.core.pricing import affordable_output, worst_case_micros
 from localgate.core.receipts import Receipt
 from localgate.errors import InsufficientFunds, RateLimited
@@ -36,6 +36,7 @@ MIN_USEFUL_OUTPUT = 16
 class HoldPlan:
     route: Route  # the route the hold is for; the receipt names it once the hold is placed
     price_version_id: str | None
+    upstream_kind: str
     wallet_id: str
     input_tokens: int
     requested_output: int | None  # the client's max tokens (times n), or None
@@ -96,6 +97,7 @@ def begin(
     receipt.hold_granted(
         plan.route,
         plan.price_version_id,
+        upstream_kind=plan.upstream_kind,
         hold_id=hold_id,
         amount=amount,
         wallet_id=plan.wallet_id,

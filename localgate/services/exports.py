@@ -1,7 +1,9 @@
 """Receipt exports: CSV and JSON Lines of a filter, streamed in batches.
 
-Exports walk the receipts newest first with the same keyset pagination as the
-list, one batch of rows at a time, so memory stays flat however many match.
+Exports walk the receipts newest first through the list's own keyset pager
+(``services.receipts.page``), one batch of rows at a time, so memory stays flat
+however many match, and an export holds exactly what the list, the API and
+``localgate receipts`` show for the same filter.
 The web layer streams the chunks; ``localgate receipts export`` writes them to
 a file. The columns are documented in docs/receipts.md.
 """
@@ -22,11 +24,10 @@ from typing import Any
 
 from localgate.errors import BadRequest
 from localgate.money import decimal_str
-from localgate.services.receipts import ReceiptFilter, safe_view
-from localgate.store import receipts as receipt_store
+from localgate.services import receipts as receipt_service
+from localgate.services.receipts import FULL_ROW, ReceiptFilter
 
 EXPORT_BATCH = 1000
-EXPORT_FORMATS = ("csv", "jsonl")
 
 CSV_COLUMNS = (
     "id", "request_id", "created_at", "finished_at", "status", "http_status", "endpoint",
@@ -87,42 +88,47 @@ def export_chunks(
     ``read`` gives a connection per batch: a web stream runs each step on
     whatever worker thread is free, and no read transaction stays open.
     """
-    if fmt not in EXPORT_FORMATS:
+    if fmt not in _FORMATS:
         raise BadRequest(f"unknown export format {fmt!r}; use csv or jsonl", param="format")
-    clauses, args = flt.where()
-    cursor: str | None = None
-    if fmt == "csv":
-        yield ",".join(CSV_COLUMNS).encode() + b"\r\n", 0
+    head, encode = _FORMATS[fmt]
+    if head:
+        yield head, 0
+    before: str | None = None
     while True:
-        where = list(clauses) + (["id < ?"] if cursor else [])
-        sql = "SELECT * FROM receipts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = (
-            read()
-            .execute(
-                f"{sql} ORDER BY id DESC LIMIT ?", (*args, *([cursor] if cursor else []), batch)
-            )
-            .fetchall()
+        result = receipt_service.page(
+            read(), flt, before=before, limit=batch, shape=FULL_ROW, look_newer=False
         )
-        if not rows:
+        before, count = result.older, len(result.rows)
+        data = encode(result.rows) if count else b""
+        del result  # the next batch is read with nothing of this one held here
+        if count:  # a page of a bounded scan can be empty and still go on
+            yield data, count
+        del data
+        if before is None:
             return
-        views = [safe_view(receipt_store.receipt_view(r)) for r in rows]
-        if fmt == "csv":
-            data = _csv_text([csv_record(v) for v in views])
-        else:
-            data = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in views).encode()
-        yield data, len(rows)
-        if len(rows) < batch:
-            return
-        cursor = rows[-1]["id"]
 
 
-def _csv_text(records: list[Mapping[str, Any]]) -> bytes:
+def _csv_text(views: list[dict[str, Any]]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerows([_cell(record.get(c)) for c in CSV_COLUMNS] for record in records)
+    writer.writerows(
+        [_cell(record.get(c)) for c in CSV_COLUMNS] for record in map(csv_record, views)
+    )
     return buf.getvalue().encode()
+
+
+def _jsonl_text(views: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in views).encode()
+
+
+# Export format -> (what comes before the receipts, how a batch of them is written).
+_FORMATS: dict[str, tuple[bytes, Callable[[list[dict[str, Any]]], bytes]]] = {
+    "csv": (",".join(CSV_COLUMNS).encode() + b"\r\n", _csv_text),
+    "jsonl": (b"", _jsonl_text),
+}
+
+
+EXPORT_FORMATS = tuple(_FORMATS)
 
 
 def export_to(

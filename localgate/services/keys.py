@@ -1,17 +1,34 @@
 """API key use cases: create (shown once), list, edit, pause/resume/revoke, rotate,
 the kill switch (pause every key), authenticate.
 
-Authentication is on every request's path, so policies are cached by key hash;
-the cache is dropped whenever ``meta.keys_generation`` moves, which every key
-change does — also one made by the CLI in another process.
+Authentication is on every request's path, so policies are cached by key hash
+and a hit runs no SQL. The cache holds for one ``meta.keys_generation``, which
+every key change moves; it is checked again, with one query, when
+
+- this service changed a key: its cache is dropped the moment the change
+  commits, before the caller hears back;
+- the change marker beside the database grew (``store.keys.change_mark``, a
+  ``stat``): every KeyService appends to it after its changes commit, so a
+  ``localgate keys revoke`` run while the server is up counts from the very
+  next request;
+- ``RECHECK_SECONDS`` have passed: a change that left no mark (an edit by hand
+  in SQLite, a process killed between its commit and its mark) is seen then.
+
+Misses — unknown keys, a key's first use since a change — read SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import secrets
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from localgate.core import keys as core
 from localgate.core.keys import KeyPolicy
@@ -21,6 +38,10 @@ from localgate.store import Store
 from localgate.store import keys as key_store
 
 MAX_LABEL = 200
+RECHECK_SECONDS = 1.0  # the longest a key change that left no mark goes unseen
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def new_key_id() -> str:
@@ -85,10 +106,17 @@ def _expiry(value: Any) -> float | None:
 
 
 class KeyService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self._clock = clock
+        self._marker = key_store.change_marker(store.path)
+        # authenticate runs on the event loop, the *_sync writers on CLI threads,
+        # write callbacks on the writer thread: the cache changes under this lock.
+        self._lock = threading.Lock()
         self._cache: dict[str, KeyPolicy] = {}
         self._generation = -1
+        self._mark: tuple[int, int, int] | None = None
+        self._trusted_until = -math.inf
 
     def authenticate(self, token: str | None) -> KeyPolicy:
         """The policy of a presented key, or Unauthenticated. Revocation, expiry and
@@ -98,19 +126,65 @@ class KeyService:
                 "missing API key: send 'Authorization: Bearer lg_...' (create one with "
                 "`localgate keys create` or on the Keys page)"
             )
-        conn = self.store.read()
-        generation = key_store.keys_generation(conn)
+        digest = core.hash_key(token)
+        with self._lock:
+            self._revalidate()
+            policy = self._cache.get(digest)
+            if policy is None:
+                policy = key_store.find_by_hash(self.store.read(), digest)
+                if policy is None:
+                    raise Unauthenticated("invalid API key: it is unknown to this localgate")
+                self._cache[digest] = policy
+        return policy
+
+    def _revalidate(self) -> None:
+        """Drop the cache if keys changed since it was filled; a query only when the
+        marker moved, this service changed a key, or the cache is RECHECK_SECONDS old."""
+        # The mark is taken before the query: a change landing in between moves
+        # the marker past what is stored here, so the next call looks again.
+        mark = key_store.change_mark(self._marker)
+        now = self._clock()
+        if mark == self._mark and now < self._trusted_until:
+            return
+        generation = key_store.keys_generation(self.store.read())
         if generation != self._generation:
             self._cache.clear()
             self._generation = generation
-        digest = core.hash_key(token)
-        policy = self._cache.get(digest)
-        if policy is None:
-            policy = key_store.find_by_hash(conn, digest)
-            if policy is None:
-                raise Unauthenticated("invalid API key: it is unknown to this localgate")
-            self._cache[digest] = policy
-        return policy
+        self._mark = mark
+        self._trusted_until = now + RECHECK_SECONDS
+
+    def _changed(self) -> None:
+        """A key change of this service has committed: forget, and tell other processes."""
+        with self._lock:
+            self._cache.clear()
+            self._trusted_until = -math.inf
+        try:
+            key_store.announce_change(self._marker)
+        except OSError as exc:
+            log.warning(
+                "could not mark a key change in %s (%s): other localgate processes see it "
+                "within %g s",
+                self._marker,
+                exc,
+                RECHECK_SECONDS,
+            )
+
+    def _after_write(self, future: Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._changed()
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        # The callback runs on the writer thread right after the commit, before
+        # this coroutine resumes, and also when the awaiting request is cancelled
+        # after the job started: a committed change is never left unannounced.
+        future = self.store.writer.submit(fn, *args)
+        future.add_done_callback(self._after_write)
+        return await asyncio.wrap_future(future)
+
+    def _write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        result = self.store.write_sync(fn, *args)
+        self._changed()
+        return result
 
     def _create(self, conn: Any, policy: KeyPolicy) -> dict[str, Any]:
         plaintext, digest = core.generate_key()
@@ -121,10 +195,10 @@ class KeyService:
 
     async def create(self, data: dict[str, Any], *, key_id: str | None = None) -> dict[str, Any]:
         policy = parse_key_request(data, key_id or new_key_id())
-        return await self.store.write(self._create, policy)
+        return await self._write(self._create, policy)
 
     def create_sync(self, data: dict[str, Any]) -> dict[str, Any]:
-        return self.store.write_sync(self._create, parse_key_request(data, new_key_id()))
+        return self._write_sync(self._create, parse_key_request(data, new_key_id()))
 
     def list(self) -> list[dict[str, Any]]:
         conn = self.store.read()
@@ -163,11 +237,11 @@ class KeyService:
 
     async def set_state(self, key_id: str, action: str) -> dict[str, Any]:
         _check_action(action)
-        return await self.store.write(self._set_state, key_id, action)
+        return await self._write(self._set_state, key_id, action)
 
     def set_state_sync(self, key_id: str, action: str) -> dict[str, Any]:
         _check_action(action)
-        return self.store.write_sync(self._set_state, key_id, action)
+        return self._write_sync(self._set_state, key_id, action)
 
     # -- edit, rotate, kill switch ----------------------------------------------
 
@@ -188,7 +262,7 @@ class KeyService:
         The whole policy is replaced (fields left out mean "none"); the secret,
         the pause state, the receipts and the spend stay.
         """
-        return await self.store.write(self._update, key_id, data)
+        return await self._write(self._update, key_id, data)
 
     @staticmethod
     def _rotate(conn: Any, key_id: str) -> dict[str, Any]:
@@ -209,17 +283,17 @@ class KeyService:
     async def rotate(self, key_id: str) -> dict[str, Any]:
         """A new secret for the same key: same id, policy, receipts and spend.
         The answer carries the new secret (``key``), shown once."""
-        return await self.store.write(self._rotate, key_id)
+        return await self._write(self._rotate, key_id)
 
     def rotate_sync(self, key_id: str) -> dict[str, Any]:
-        return self.store.write_sync(self._rotate, key_id)
+        return self._write_sync(self._rotate, key_id)
 
     async def pause_all(self) -> int:
         """The kill switch: pause every live key at once; the number paused."""
-        return await self.store.write(key_store.pause_all)
+        return await self._write(key_store.pause_all)
 
     def pause_all_sync(self) -> int:
-        return self.store.write_sync(key_store.pause_all)
+        return self._write_sync(key_store.pause_all)
 
     def spend_report(self, key_id: str) -> list[dict[str, Any]]:
         """Per currency: spend this UTC day / month / in total, against the key's budgets.

@@ -1,8 +1,11 @@
 """The gateway's heart: authenticate, route, hold, call, settle, receipt — every request.
 
-``Gateway.handle`` takes an OpenAI-format request and answers with a
-:class:`Reply`: a whole body, or a :class:`~localgate.services.relay.StreamRelay`
-that the web layer pumps. Every path that identified a key ends in exactly one
+``Gateway.handle`` takes a request in one of the ``/v1`` APIs
+(:data:`~localgate.services.inbound.INBOUND`: chat, embeddings, Anthropic
+messages, Responses) and answers with a :class:`Reply`: a whole body, or a
+:class:`~localgate.services.relay.StreamRelay` that the web layer pumps. A
+route whose channel does not serve that API natively gets it translated to
+chat and the answer translated back. Every path that identified a key ends in exactly one
 stored receipt; every hold placed is settled or released exactly once.
 """
 
@@ -43,7 +46,8 @@ from localgate.errors import (
 )
 from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse, UpstreamStream
 from localgate.services import charging
-from localgate.services.catalog import CatalogView
+from localgate.services.catalog import CatalogView, Serving
+from localgate.services.inbound import INBOUND, Inbound
 from localgate.services.keys import KeyService
 from localgate.services.relay import StreamRelay
 from localgate.store import Store
@@ -58,6 +62,8 @@ class Caller:
     token: str | None
     user_agent: str = ""
     request_id: str = ""
+    # Client headers an upstream of the same API may need (anthropic-beta).
+    forward_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,9 +78,15 @@ class Reply:
 class Attempted:
     """The state of one request as routes are tried."""
 
+    serving: Serving  # the configuration the request started with (Settings may change it)
     receipt: Receipt
     policy: KeyPolicy
     model: Model
+    api: Inbound
+    body: dict[str, Any]  # as the caller sent it
+    chat_body: dict[str, Any]  # the same as OpenAI chat, for channels without the API
+    translation_notes: list[str]
+    forward_headers: Mapping[str, str]
     input_tokens: int
     requested_output: int | None
     n: int
@@ -82,6 +94,7 @@ class Attempted:
     wants_usage: bool
     started: float
     grant: charging.HoldGrant | None = None
+    translated: bool = False  # the route being tried gets the request as chat
     upstream_error: UpstreamError | None = None
     errors: list[LocalgateError] = field(default_factory=list)
 
@@ -109,12 +122,14 @@ class Gateway(CatalogView):
 
     async def handle(self, endpoint: str, body: dict[str, Any], caller: Caller) -> Reply:
         policy = self.keys.authenticate(caller.token)  # unknown key: no receipt to write
-        stream = bool(body.get("stream")) and endpoint == "chat"
+        api = INBOUND[endpoint]
+        stream = api.is_stream(body)
         receipt = Receipt(
             id=new_receipt_id(),
             request_id=caller.request_id or "",
             created_at=utcnow(),
-            endpoint=f"/v1/{'chat/completions' if endpoint == 'chat' else endpoint}",
+            endpoint=api.path,
+            dialect=api.name,
             stream=stream,
             key_id=policy.id,
             key_label=policy.label,
@@ -124,8 +139,8 @@ class Gateway(CatalogView):
             requested_model=body.get("model") if isinstance(body.get("model"), str) else None,
         )
         try:
-            state = self._admit(endpoint, body, policy, receipt, stream)
-            return await self._attempt_routes(endpoint, body, state)
+            state = self._admit(api, body, policy, receipt, stream, caller)
+            return await self._attempt_routes(state)
         except BaseException as exc:
             # Whatever went wrong, the request ends with one stored receipt and
             # no open hold; cancellation included (the cleanup still runs).
@@ -143,6 +158,14 @@ class Gateway(CatalogView):
             )
             internal.headers = receipt.headers()
             raise internal from exc
+
+    def count_tokens(self, api: Inbound, body: dict[str, Any], caller: Caller) -> int:
+        """Input tokens of a request, as localgate estimates them (``count_tokens``):
+        no upstream call and no money, so no receipt."""
+        policy = self.keys.authenticate(caller.token)
+        core_keys.check_usable(policy, time.time())
+        chat_body, _ = api.to_chat({"max_tokens": 1, **body})
+        return api.input_tokens(chat_body)
 
     async def _close_out(self, receipt: Receipt, exc: BaseException) -> None:
         status = exc.http_status if isinstance(exc, LocalgateError) else 500
@@ -166,7 +189,13 @@ class Gateway(CatalogView):
         await asyncio.shield(self.store.write(charging.finish, receipt, charge, memo))
 
     def _admit(
-        self, endpoint: str, body: dict[str, Any], policy: KeyPolicy, receipt: Receipt, stream: bool
+        self,
+        api: Inbound,
+        body: dict[str, Any],
+        policy: KeyPolicy,
+        receipt: Receipt,
+        stream: bool,
+        caller: Caller,
     ) -> Attempted:
         now = time.time()
         core_keys.check_usable(policy, now)
@@ -179,7 +208,8 @@ class Gateway(CatalogView):
                 code="rate_limit_exceeded",
             )
         model_id = receipt.requested_model
-        model = self.catalog.get(model_id) if model_id else None
+        serving = self.serving  # one configuration for the whole request
+        model = serving.catalog.get(model_id) if model_id else None
         if model is None:
             raise NotFound(
                 f"The model '{model_id}' does not exist; GET /v1/models lists the "
@@ -193,29 +223,35 @@ class Gateway(CatalogView):
                 f"{', '.join(policy.models)})",
                 code="model_not_allowed",
             )
-        if (model.kind == "embedding") != (endpoint == "embeddings"):
+        if (model.kind == "embedding") != (api.endpoint == "embeddings"):
             raise BadRequest(
                 f"model '{model.id}' is a {model.kind} model; use "
                 f"/v1/{'embeddings' if model.kind == 'embedding' else 'chat/completions'}",
                 param="model",
             )
-        n = body.get("n", 1) if endpoint == "chat" else 1
+        n = body.get("n", 1) if api.endpoint == "chat" else 1
         if n is None:
             n = 1
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             raise BadRequest(f"'n' must be a whole number from 1 to {MAX_N}", param="n")
-        requested = _requested_output(body) if endpoint == "chat" else 0
-        input_tokens = (
-            tokens.count_chat_input_tokens(body)
-            if endpoint == "chat"
-            else tokens.count_embedding_input_tokens(body)
-        )
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        requested = api.requested_output(body)
+        chat_body, notes = api.to_chat(body)  # validates a non-chat body, before any hold
+        input_tokens = api.input_tokens(chat_body)
+        if api.endpoint == "chat":
+            options = body.get("stream_options")
+            wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        else:
+            wants_usage = True  # other APIs' streams carry usage in their own last events
         return Attempted(
+            serving,
             receipt,
             policy,
             model,
+            api,
+            body,
+            chat_body,
+            notes,
+            caller.forward_headers,
             input_tokens,
             None if requested is None else requested * n,
             n,
@@ -224,8 +260,8 @@ class Gateway(CatalogView):
             time.perf_counter(),
         )
 
-    async def _attempt_routes(self, endpoint: str, body: dict[str, Any], st: Attempted) -> Reply:
-        routes = self.usable_routes(st.model)
+    async def _attempt_routes(self, st: Attempted) -> Reply:
+        routes = st.serving.usable_routes(st.model)
         candidates = routing.candidate_routes(
             routes, st.policy.settlement, self.health, time.time()
         )
@@ -245,8 +281,9 @@ class Gateway(CatalogView):
             last = index == len(candidates) - 1
             if not await self._hold_for(route, st, last):
                 continue
-            provider = self.providers[route.channel]
-            request = ProviderRequest(endpoint, self._upstream_body(body, route, st), st.stream)  # type: ignore[arg-type]
+            provider = st.serving.providers[route.channel]
+            st.translated = st.api.endpoint not in provider.endpoints and st.api.endpoint != "chat"
+            request = self._upstream_request(provider, route, st)
             t0 = time.perf_counter()
             try:
                 if st.stream:
@@ -284,7 +321,7 @@ class Gateway(CatalogView):
 
     async def _hold_for(self, route: Route, st: Attempted, last: bool) -> bool:
         """Place (or move) the hold for ``route``; False if its wallet cannot pay."""
-        wallet = self.wallet_by_settlement.get(route.settlement)
+        wallet = st.serving.wallet_by_settlement.get(route.settlement)
         receipt = st.receipt
         if wallet is None:
             st.errors.append(
@@ -294,12 +331,13 @@ class Gateway(CatalogView):
         limit = st.model.max_output_tokens or 0
         plan = charging.HoldPlan(
             route,
-            self.price_versions.get(route.id),
+            st.serving.price_versions.get(route.id),
+            st.serving.providers[route.channel].kind,
             wallet,
             st.input_tokens,
             st.requested_output,
             max(limit, 1) * st.n if st.model.kind == "chat" else 0,
-            f"{self.settings.base_url}/billing?wallet={wallet}",
+            f"{st.serving.settings.base_url}/billing?wallet={wallet}",
         )
         try:
             if st.grant is None:
@@ -318,7 +356,7 @@ class Gateway(CatalogView):
         except (InsufficientFunds, WalletFrozen, RateLimited) as exc:
             # The job was rolled back and left the receipt as it was: an earlier
             # hold, if any, is still open and still named there.
-            receipt.refused(wallet, self.wallet_currency[wallet])
+            receipt.refused(wallet, st.serving.wallet_currency[wallet])
             st.errors.append(exc)
             self._attempt(
                 route,
@@ -353,18 +391,30 @@ class Gateway(CatalogView):
             )
         )
 
-    def _upstream_body(self, body: dict[str, Any], route: Route, st: Attempted) -> dict[str, Any]:
-        out = dict(body)
+    def _upstream_request(self, provider: Provider, route: Route, st: Attempted) -> ProviderRequest:
+        """The request for ``route``: the caller's body as is for a channel that
+        serves its API, else its chat translation (noted on the receipt)."""
+        chat = st.translated or st.api.endpoint == "chat"
+        out = dict(st.chat_body if st.translated else st.body)
         out["model"] = route.upstream_model
         if st.model.kind == "chat" and st.requested_output is None and st.grant is not None:
             # The hold covers this many output tokens; the upstream must not exceed it.
             per_choice = max(1, st.grant.max_output // st.n)
-            out[self.providers[route.channel].output_limit_field] = per_choice
-        if st.stream:
-            options = dict(out.get("stream_options") or {})
-            options["include_usage"] = True
-            out["stream_options"] = options
-        return out
+            field_name = provider.output_limit_field if chat else st.api.output_field
+            out[field_name or "max_tokens"] = per_choice
+        limit_field = provider.output_limit_field
+        if st.translated and limit_field not in out and "max_tokens" in out:
+            out[limit_field] = out.pop("max_tokens")  # e.g. OpenAI's reasoning models
+        if st.stream and chat:
+            options = out.get("stream_options")
+            out["stream_options"] = {**(options if isinstance(options, dict) else {})}
+            out["stream_options"]["include_usage"] = True
+        if st.translated:
+            for note in st.translation_notes:
+                st.receipt.note(note)
+            st.receipt.note(f"{st.api.name} translated to chat for a {provider.kind} channel")
+        endpoint = "chat" if chat else st.api.endpoint
+        return ProviderRequest(endpoint, out, st.stream, st.forward_headers)  # type: ignore[arg-type]
 
     async def _fail(self, st: Attempted, exc: UpstreamError) -> Reply:
         receipt = st.receipt
@@ -384,22 +434,26 @@ class Gateway(CatalogView):
             http_status = 504 if exc.timeout else 502
         receipt.fail(http_status, str(exc), self._elapsed_ms(st))
         await self._finish(receipt, 0, "failed upstream: not charged")
-        if http_status < 500 and exc.body:
-            return Reply(
-                http_status,
-                {"content-type": "application/json", **receipt.headers()},
-                exc.body.encode(),
+        if http_status < 500:
+            if exc.body and not st.translated:  # the upstream's own words, in the caller's API
+                return Reply(
+                    http_status,
+                    {"content-type": "application/json", **receipt.headers()},
+                    exc.body.encode(),
+                )
+            message = f"{exc}. Not charged."  # another API's body: say it in the caller's
+        else:
+            summary = "; ".join(
+                f"{a['channel']} ({a['upstream_model']}): {a['error'] or a['status']}"
+                for a in receipt.attempts
             )
-        summary = "; ".join(
-            f"{a['channel']} ({a['upstream_model']}): {a['error'] or a['status']}"
-            for a in receipt.attempts
-        )
-        raise UpstreamError(
-            f"upstream failed after {len(receipt.attempts)} attempt{'s' if retried else ''}: "
-            f"{summary}. Not charged.",
-            status=http_status,
-            timeout=exc.timeout,
-        )
+            message = (
+                f"upstream failed after {len(receipt.attempts)} attempt"
+                f"{'s' if retried else ''}: {summary}. Not charged."
+            )
+        error = UpstreamError(message, status=http_status, timeout=exc.timeout)
+        error.http_status = http_status
+        raise error
 
     async def _complete_reply(self, st: Attempted, response: UpstreamResponse) -> Reply:
         receipt = st.receipt
@@ -412,12 +466,16 @@ class Gateway(CatalogView):
                 source="estimated",
             )
             policy = POLICY_ESTIMATED
+        content = response.content
+        content_type = response.headers.get("content-type", "application/json")
+        if st.translated:
+            content, content_type = (
+                st.api.reply_from_chat(response.body, st.body),
+                "application/json",
+            )
         await self._settle(st, usage, "succeeded", policy, 200)
-        headers = {
-            "content-type": response.headers.get("content-type", "application/json"),
-            **receipt.headers(),
-        }
-        return Reply(200, headers, response.content)
+        headers = {"content-type": content_type, **receipt.headers()}
+        return Reply(200, headers, content)
 
     async def _settle(
         self, st: Attempted, usage: Usage, status: str, policy: str, http_status: int
@@ -431,6 +489,8 @@ class Gateway(CatalogView):
         return round((time.perf_counter() - st.started) * 1000)
 
     def _stream_reply(self, st: Attempted, upstream: UpstreamStream) -> Reply:
+        if st.translated:
+            upstream = st.api.stream_from_chat(upstream, st.body, st.input_tokens)
         relay = StreamRelay(
             upstream,
             st.receipt,
@@ -446,14 +506,3 @@ class Gateway(CatalogView):
             **st.receipt.headers(pending=True),
         }
         return Reply(200, headers, relay=relay)
-
-
-def _requested_output(body: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadRequest(f"'{name}' must be a positive whole number", param=name)
-        return value
-    return None

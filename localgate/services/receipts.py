@@ -1,12 +1,15 @@
-"""Receipts for people: filtered pages, one receipt's detail, the dashboard's figures.
+"""Receipts for people: filtered pages and one receipt's detail.
+
+This is the one place receipts are filtered and paged: :class:`ReceiptQuery`
+parses what was asked (query parameters of ``GET /api/receipts`` and of the
+/receipts page, options of ``localgate receipts`` and ``receipts export``) and
+:func:`page` reads it, for the API, the CLI, the page and exports alike.
 
 Every query is shaped for an index, so pages stay fast at millions of receipts:
 
 - lists are newest first with keyset pagination on the receipt id, which sorts
   by creation time (``rc_`` + milliseconds); each filter column has a
   ``(column, id)`` index, and a time range becomes an id range as well;
-- the dashboard reads ``receipt_daily``, a per-day rollup that triggers keep
-  (migration ``m004_ui``), never the receipts themselves;
 - the choices offered by the filter form come from index skip-scans.
 
 Free text that a tool or an upstream chose (User-Agent, error messages) has
@@ -18,8 +21,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -44,6 +46,10 @@ COLUMN_FILTERS = {
     "status": "status",
     "client": "client",
 }
+# Parameters that also go by another name -> the canonical one (docs/receipts.md):
+# the API has always paged with ?cursor=, the page with ?before=.
+ALIASES = {"cursor": "before"}
+MAX_LIMIT = 500  # receipts in one page of the API or the CLI
 _ID = re.compile(r"^rc_[0-9a-z]{20}$")
 _RELATIVE = re.compile(r"^(\d{1,4})([hd])$")
 
@@ -88,7 +94,7 @@ def id_floor(moment: datetime) -> str:
 
 @dataclass(frozen=True)
 class ReceiptFilter:
-    """What the receipts list, its exports and ``localgate receipts export`` select."""
+    """Which receipts: the same for the page, the API, the CLI and every export."""
 
     key: str | None = None
     project: str | None = None
@@ -104,13 +110,7 @@ class ReceiptFilter:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReceiptFilter:
         """From query parameters or CLI options; blank values are no filter."""
-        values: dict[str, str | None] = {}
-        for f in fields(cls):
-            raw = params.get(f.name)
-            values[f.name] = str(raw).strip() if raw not in (None, "") else None
-            if values[f.name] == "":
-                values[f.name] = None
-        flt = cls(**values)
+        flt = cls(**{f.name: param(params, f.name)[1] for f in fields(cls)})
         flt.check()
         return flt
 
@@ -166,12 +166,45 @@ class ReceiptFilter:
         return clauses, args
 
 
-def check_cursor(value: str | None, name: str) -> str | None:
-    if value in (None, ""):
-        return None
-    if not _ID.match(value):  # type: ignore[arg-type]
-        raise BadRequest(f"'{name}' must be a receipt id like rc_…", param=name)
+def param(params: Mapping[str, Any], name: str) -> tuple[str, str | None]:
+    """(the name it was given under, its value) of a parameter that may go by an
+    alias; blank is no value, and the canonical name wins over its aliases."""
+    for written in (name, *(a for a, canon in ALIASES.items() if canon == name)):
+        raw = params.get(written)
+        if raw is not None and str(raw).strip():
+            return written, str(raw).strip()
+    return name, None
+
+
+def _cursor(params: Mapping[str, Any], name: str) -> str | None:
+    written, value = param(params, name)
+    if value is not None and not _ID.match(value):
+        raise BadRequest(f"'{written}' must be a receipt id like rc_…", param=written)
     return value
+
+
+@dataclass(frozen=True)
+class ReceiptQuery:
+    """What is asked of the receipts list anywhere (API, CLI, page): a filter, a
+    place in the newest-first list, a page size."""
+
+    flt: ReceiptFilter
+    before: str | None = None  # receipts older than this id (the API's ``next``)
+    after: str | None = None  # receipts newer than this id
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, limit: int = PAGE_SIZE) -> ReceiptQuery:
+        """The one parser: names it does not know are ignored (the page also has ``q``)."""
+        flt = ReceiptFilter.from_params(params)
+        name, raw = param(params, "limit")
+        if raw is not None:
+            try:
+                limit = int(raw)
+            except ValueError:
+                raise BadRequest(f"'{name}' must be a whole number", param=name) from None
+        limit = max(1, min(limit, MAX_LIMIT))  # out of range is clamped, not refused
+        return cls(flt, _cursor(params, "before"), _cursor(params, "after"), limit)
 
 
 # -- the list ----------------------------------------------------------------------
@@ -182,6 +215,29 @@ LIST_COLUMNS = (
     "usage_output, usage_source, charge_micros, currency, wallet_id, latency_ms, stream, "
     "fallback_used, retry_count, error"
 )
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """What a page's rows are: the columns read and the dict each row becomes."""
+
+    columns: str
+    convert: Callable[[sqlite3.Row], dict[str, Any]]
+
+
+def _list_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["error"] = mask_secrets(out["error"])
+    return out
+
+
+def full_view(row: sqlite3.Row) -> dict[str, Any]:
+    """A stored row as ``GET /api/receipts/{id}`` shows it, secrets masked."""
+    return safe_view(receipt_store.receipt_view(row))
+
+
+LIST_ROW = RowShape(LIST_COLUMNS, _list_row)  # the /receipts table: only what it shows
+FULL_ROW = RowShape("*", full_view)  # the API, the CLI, exports: every field
 
 
 @dataclass(frozen=True)
@@ -221,6 +277,31 @@ def _driver(flt: ReceiptFilter) -> tuple[str, str] | None:
     return min(pairs, key=lambda pair: _DRIVERS.index(pair[0]))
 
 
+def _scan(
+    conn: sqlite3.Connection,
+    flt: ReceiptFilter,
+    driver: tuple[str, str],
+    order: str,
+    before: str | None,
+    after: str | None,
+    window: int,
+) -> list[str]:
+    """The stretch of ids to look at: the next ``window`` receipts of the driver."""
+    column, value = driver
+    low, high = flt.id_bounds()
+    bounds = [(">=", low), ("<", high), ("<", before), (">", None if before else after)]
+    extra = [(f"id {op} ?", v) for op, v in bounds if v]
+    return [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM receipts WHERE {column} = ?"
+            + "".join(f" AND {c}" for c, _ in extra)
+            + f" ORDER BY id {order} LIMIT ?",
+            (value, *(v for _, v in extra), window),
+        )
+    ]
+
+
 def page(
     conn: sqlite3.Connection,
     flt: ReceiptFilter,
@@ -229,8 +310,15 @@ def page(
     after: str | None = None,
     limit: int = PAGE_SIZE,
     window: int = SCAN_WINDOW,
+    shape: RowShape = LIST_ROW,
+    look_newer: bool = True,
 ) -> ReceiptPage:
-    """One page of matching receipts, newest first, from ``before`` or ``after`` a cursor."""
+    """One page of matching receipts, newest first, from ``before`` or ``after`` a cursor.
+
+    The one pager of receipts: the page, ``GET /api/receipts``, ``localgate
+    receipts`` and exports all read through it. ``look_newer=False`` skips the
+    look for a newer page (only the page offers a way back).
+    """
     clauses, args = flt.where()
     ascending = bool(after and not before)
     if before:
@@ -244,31 +332,18 @@ def page(
     scanned: list[str] = []
     index = ""
     if driver is not None:
-        # The stretch of ids to look at: the next `window` receipts of the driver.
-        column, value = driver
-        low, high = flt.id_bounds()
-        bounds = [(">=", low), ("<", high), ("<", before), (">", None if before else after)]
-        extra = [(f"id {op} ?", v) for op, v in bounds if v]
-        scanned = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT id FROM receipts WHERE {column} = ?"
-                + "".join(f" AND {c}" for c, _ in extra)
-                + f" ORDER BY id {order} LIMIT ?",
-                (value, *(v for _, v in extra), window),
-            )
-        ]
+        scanned = _scan(conn, flt, driver, order, before, after, window)
         if not scanned:
             return ReceiptPage([], None, None)
         clauses += ["id >= ?", "id <= ?"]
         args += [min(scanned[0], scanned[-1]), max(scanned[0], scanned[-1])]
-        index = f" INDEXED BY {_INDEX[column]}"
+        index = f" INDEXED BY {_INDEX[driver[0]]}"
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     rows = conn.execute(
-        f"SELECT {LIST_COLUMNS} FROM receipts{index}{where} ORDER BY id {order} LIMIT ?",
+        f"SELECT {shape.columns} FROM receipts{index}{where} ORDER BY id {order} LIMIT ?",
         (*args, limit + 1),
     ).fetchall()
-    items = [_list_row(r) for r in rows[:limit]]
+    items = [shape.convert(r) for r in rows[:limit]]
     more = len(rows) > limit
     # A full window that did not fill the page: there may be more past it.
     cut = not more and len(scanned) == window
@@ -279,7 +354,7 @@ def page(
         older = items[-1]["id"] if items else (after or None)
     else:
         newer = None
-        if before and items:
+        if before and items and look_newer:
             # Only offer "newer" when there is something there (a bounded look).
             ahead = page(conn, flt, after=items[0]["id"], limit=1, window=window)
             newer = items[0]["id"] if ahead.rows or ahead.searched else None
@@ -287,10 +362,23 @@ def page(
     return ReceiptPage(items, newer, older, len(scanned) if cut else 0)
 
 
-def _list_row(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    out["error"] = mask_secrets(out["error"])
-    return out
+def api_page(conn: sqlite3.Connection, query: ReceiptQuery) -> dict[str, Any]:
+    """``GET /api/receipts`` and ``localgate receipts --json``: ``{"receipts", "next"}``.
+
+    Pass ``next`` as ``before`` (or ``cursor``) for the following page; a page
+    can hold fewer than ``limit`` receipts, even none, while ``next`` is set
+    (two or more filters scan a bounded window), so stop only at ``next: null``.
+    """
+    result = page(
+        conn,
+        query.flt,
+        before=query.before,
+        after=query.after,
+        limit=query.limit,
+        shape=FULL_ROW,
+        look_newer=False,
+    )
+    return {"receipts": result.rows, "next": result.older}
 
 
 def recent(conn: sqlite3.Connection, limit: int = 8) -> list[dict[str, Any]]:
@@ -409,88 +497,3 @@ def counterfactual(
         "charge_micros": charge_micros(usage, route.price),
         "charged_nothing": view.get("charge_micros", 0) == 0,
     }
-
-
-# -- the dashboard -----------------------------------------------------------------
-
-
-@dataclass
-class Spend:
-    """30 days of receipts, from the daily rollup."""
-
-    days: list[str]  # oldest first, UTC
-    per_wallet_day: dict[str, list[int]]  # wallet -> micros per day
-    wallet_totals: dict[str, int]
-    requests: int
-    errors: int
-    models: list[dict[str, Any]]  # {"name", "requests", "spend": {wallet: micros}}
-    keys: list[dict[str, Any]]
-    clients: list[dict[str, Any]]
-
-
-def spend(conn: sqlite3.Connection, *, days: int = 30, today: date | None = None) -> Spend:
-    today = today or datetime.now(UTC).date()
-    day_list = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
-    index = {d: i for i, d in enumerate(day_list)}
-    per_day: dict[str, list[int]] = defaultdict(lambda: [0] * days)
-    totals: dict[str, int] = defaultdict(int)
-    groups: dict[str, dict[str, dict[str, Any]]] = {"model": {}, "key": {}, "client": {}}
-    requests = errors = 0
-    rows = conn.execute(
-        "SELECT day, wallet_id, dim, value, requests, errors, charge_micros FROM receipt_daily "
-        "WHERE day >= ? AND day <= ? AND requests != 0",
-        (day_list[0], day_list[-1]),
-    )
-    for day, wallet, dim, value, n, failed, micros in rows:
-        if dim not in groups:
-            continue
-        if dim == "model":  # every receipt has one row per dimension: count it once
-            requests += n
-            errors += failed
-            if wallet:
-                per_day[wallet][index[day]] += micros
-                totals[wallet] += micros
-        item = groups[dim].setdefault(
-            value, {"name": value, "requests": 0, "errors": 0, "spend": defaultdict(int)}
-        )
-        item["requests"] += n
-        item["errors"] += failed
-        if wallet:
-            item["spend"][wallet] += micros
-    return Spend(
-        day_list,
-        dict(per_day),
-        dict(totals),
-        requests,
-        errors,
-        *(_ranked(list(groups[k].values()), totals) for k in ("model", "key", "client")),
-    )
-
-
-def _ranked(items: list[dict[str, Any]], totals: Mapping[str, int], top: int = 8) -> list[Any]:
-    """By share of each wallet's spend (currencies cannot be added), then requests."""
-
-    def share(item: dict[str, Any]) -> float:
-        return sum(m / totals[w] for w, m in item["spend"].items() if totals.get(w))
-
-    items.sort(key=lambda i: (share(i), i["requests"]), reverse=True)
-    for item in items:
-        item["spend"] = dict(item["spend"])
-        item["share"] = share(item)
-    return items[:top]
-
-
-def key_names(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    return {
-        r["id"]: {"label": r["label"], "project": r["project"]}
-        for r in conn.execute("SELECT id, label, project FROM api_keys")
-    }
-
-
-def usable_models(gateway: Any) -> dict[str, list[str]]:
-    """Settlement path -> the models a configured channel can serve on it."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for model in gateway.catalog.models():
-        for settlement in sorted({r.settlement for r in gateway.usable_routes(model)}):
-            out[settlement].append(model.id)
-    return dict(out)

@@ -7,8 +7,11 @@ rewritten.
 - Upstream keys go to ``<data dir>/secrets.toml`` as ``[channels.<id>] api_key``,
   written atomically with mode 0600. They are never read back out to a page.
 
-Changes apply at once: the channel's provider is rebuilt in the running
-gateway, so a channel lights up as soon as its key is saved.
+Changes apply at once: :func:`apply_settings` derives providers, catalog and
+price versions from the new settings and hands them to the running gateway's
+one ``reconfigure``, so a channel lights up as soon as its key is saved. Which
+kinds may be added here, and which take a key at all, the provider registry
+and its classes say.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ import re
 import tempfile
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from localgate.config import CHANNEL_KINDS, CHANNELS_FILE, ChannelSettings, Settings, parse_channel
+from localgate.config import CHANNELS_FILE, ChannelSettings, Settings, parse_channel
 from localgate.config_files import SecretsFile, read_secrets
 from localgate.errors import BadRequest, ConfigError, NotFound
-from localgate.providers import make_provider
+from localgate.providers import PROVIDERS, make_providers, provider_class
 from localgate.providers.openai import redact
+from localgate.services.catalog import build_catalog, ensure_price_versions
+
+if TYPE_CHECKING:
+    from localgate.services.proxy import Gateway
 
 CHANNEL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 TEST_TIMEOUT = httpx.Timeout(8.0, connect=4.0)
@@ -39,7 +46,11 @@ HEADER = (
     "# Written by localgate (the Settings page, `localgate channels`).\n"
     "# Your config.toml is never rewritten; this file is merged after it.\n"
 )
-KINDS_UI = tuple(k for k in CHANNEL_KINDS if k != "demo")
+
+
+def configurable_kinds() -> tuple[str, ...]:
+    """The kinds a channel may be added with here: those whose class says so."""
+    return tuple(kind for kind, cls in PROVIDERS.items() if cls.configurable)
 
 
 # -- TOML out (just the shapes these two files hold) ---------------------------
@@ -95,11 +106,19 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 class SettingsService:
-    """Reads and changes channels. ``settings`` always reflects the files on disk;
-    the web layer swaps it into the app and rebuilds providers (:func:`apply_channel`)."""
+    """Reads and changes channels. ``settings`` always reflects the files on disk.
 
-    def __init__(self, settings: Settings) -> None:
+    ``publish`` (the web layer's; the CLI has none) is awaited with the new
+    settings after every change, under the same lock as the change itself, so
+    two changes reach the running gateway in the order they were written."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        publish: Callable[[Settings], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
+        self._publish = publish
         self._lock = asyncio.Lock()
 
     @property
@@ -147,8 +166,10 @@ class SettingsService:
         if keys != dict(current.channels):
             self._write_secrets(keys, current.env)
 
-    def _with_channels(self, channels: list[ChannelSettings]) -> None:
+    async def _with_channels(self, channels: list[ChannelSettings]) -> None:
         self.settings = dataclasses.replace(self.settings, channels=tuple(channels))
+        if self._publish is not None:
+            await self._publish(self.settings)
 
     def _rekeyed(self, channel: ChannelSettings) -> ChannelSettings:
         """The channel with its key resolved again (env, then secrets.toml)."""
@@ -167,8 +188,9 @@ class SettingsService:
                 param="id",
             )
         kind = data.get("kind") or ""
-        if kind not in KINDS_UI:
-            raise BadRequest(f"kind: use one of {', '.join(KINDS_UI)}", param="kind")
+        kinds = configurable_kinds()
+        if kind not in kinds:
+            raise BadRequest(f"kind: use one of {', '.join(kinds)}", param="kind")
         base_url = (data.get("base_url") or "").strip()
         entry = {
             "id": cid,
@@ -194,7 +216,9 @@ class SettingsService:
             )
             others = list(self.settings.channels)
             demo = [c for c in others if c.source == "built-in"]
-            self._with_channels([c for c in others if c.source != "built-in"] + [channel] + demo)
+            await self._with_channels(
+                [c for c in others if c.source != "built-in"] + [channel] + demo
+            )
             return channel
 
     async def remove_channel(self, channel_id: str) -> None:
@@ -204,32 +228,51 @@ class SettingsService:
             raise BadRequest(
                 f"channel {channel_id!r} comes from {channel.source}; edit that file to remove it"
             )
+        models = _models_routed_to(self.settings, channel_id)
+        if models:
+            raise BadRequest(
+                f"channel {channel_id!r} serves [[models]] {', '.join(models)} in config.toml; "
+                "remove those routes first (a restart would refuse a route to a missing channel)"
+            )
         async with self._lock:
             self._write_overlay([c for c in self._overlay() if c.get("id") != channel_id])
             self._save_key(channel_id, None)
-            self._with_channels([c for c in self.settings.channels if c.id != channel_id])
+            await self._with_channels([c for c in self.settings.channels if c.id != channel_id])
 
     async def set_key(self, channel_id: str, key: str) -> ChannelSettings:
         """Save the channel's upstream key in secrets.toml (0600)."""
         channel = self.channel(channel_id)
-        if channel.kind == "demo":
-            raise BadRequest("the demo channel needs no key")
+        if provider_class(channel.kind).offline:
+            raise BadRequest(f"channel {channel_id!r} calls no upstream: it takes no key")
         key = key.strip()
         _check_key(key)
         async with self._lock:
             self._save_key(channel_id, key)
-            return self._replace(self._rekeyed(channel))
+            return await self._replace(self._rekeyed(channel))
 
     async def clear_key(self, channel_id: str) -> ChannelSettings:
         """Forget the key saved here (a key from the environment stays in use)."""
         channel = self.channel(channel_id)
         async with self._lock:
             self._save_key(channel_id, None)
-            return self._replace(self._rekeyed(channel))
+            return await self._replace(self._rekeyed(channel))
 
-    def _replace(self, channel: ChannelSettings) -> ChannelSettings:
-        self._with_channels([channel if c.id == channel.id else c for c in self.settings.channels])
+    async def _replace(self, channel: ChannelSettings) -> ChannelSettings:
+        await self._with_channels(
+            [channel if c.id == channel.id else c for c in self.settings.channels]
+        )
         return channel
+
+
+def _models_routed_to(settings: Settings, channel_id: str) -> list[str]:
+    """The config.toml [[models]] with a route on ``channel_id``."""
+    return [
+        str(m.get("id"))
+        for m in settings.models
+        if any(
+            isinstance(r, Mapping) and r.get("channel") == channel_id for r in m.get("routes", [])
+        )
+    ]
 
 
 def _check_key(key: str) -> None:
@@ -244,17 +287,13 @@ async def test_connection(
 
     The answer never contains the key: an upstream that echoes it gets it masked.
     """
-    if channel.kind == "demo":
+    cls = provider_class(channel.kind)
+    if cls.offline:
         return {"ok": True, "status": None, "detail": "built-in offline model: nothing to reach"}
     headers = {"accept": "application/json", **dict(channel.headers)}
     if channel.api_key:
-        if channel.kind == "anthropic":
-            headers["x-api-key"] = channel.api_key
-            headers["anthropic-version"] = "2023-06-01"
-        elif channel.kind == "gemini":
-            headers["x-goog-api-key"] = channel.api_key
-        else:
-            headers["authorization"] = f"Bearer {channel.api_key}"
+        key = channel.api_key
+        headers.update({name: value.format(key=key) for name, value in cls.key_headers.items()})
     url = channel.base_url.rstrip("/") + "/models"
     started = time.perf_counter()
     try:
@@ -294,22 +333,17 @@ def _model_count(resp: httpx.Response) -> int | None:
     return len(items) if isinstance(items, list) else None
 
 
-def apply_channel(
-    gateway: Any, notes: dict[str, str], channel: ChannelSettings, client: httpx.AsyncClient
-) -> str:
-    """Build (or drop) the channel's provider in the running gateway; its status note."""
-    providers = dict(gateway.providers)
-    try:
-        providers[channel.id] = make_provider(channel, client)
-        note = "ready"
-    except ConfigError as exc:
-        providers.pop(channel.id, None)
-        note = str(exc)
-    gateway.providers = providers
-    notes[channel.id] = note
-    return note
+async def apply_settings(
+    gateway: Gateway, settings: Settings, client: httpx.AsyncClient
+) -> dict[str, str]:
+    """Make ``settings`` the running gateway's, through its one ``reconfigure``.
 
-
-def remove_from_gateway(gateway: Any, notes: dict[str, str], channel_id: str) -> None:
-    gateway.providers = {k: v for k, v in gateway.providers.items() if k != channel_id}
-    notes.pop(channel_id, None)
+    Everything that derives from the channels is derived again: a provider for
+    every channel that can have one (in-flight requests keep the ones they took),
+    the catalog (local routes take their channel's settlement) and its price
+    versions. Returns each channel's status note for the Settings page."""
+    providers, notes = make_providers(settings.channels, client)
+    catalog = build_catalog(settings)
+    versions = await gateway.store.write(ensure_price_versions, catalog)
+    gateway.reconfigure(settings, catalog, providers, versions)
+    return notes

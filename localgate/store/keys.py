@@ -1,14 +1,18 @@
 """API keys in SQLite: policies, hashes, spend per budget window.
 
-Key changes bump ``meta.keys_generation`` so every process's key cache (the
-server's, while the CLI pauses a key) notices on its next request.
+Key changes bump ``meta.keys_generation``, and once committed they grow the
+change marker beside the database (``<db>-keys``), so every process's key
+cache — the server's, while the CLI pauses a key — notices on its next request
+with one ``stat`` rather than a query (see ``services.keys``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from localgate.core.keys import Budget, KeyPolicy, Spend
@@ -104,6 +108,31 @@ def bump_generation(conn: sqlite3.Connection) -> None:
 
 def keys_generation(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE name = 'keys_generation'").fetchone()[0])
+
+
+def change_marker(db_path: Path) -> str:
+    """The file beside the database whose growth says "a key changed"."""
+    return str(db_path.with_name(db_path.name + "-keys"))
+
+
+def announce_change(marker: str) -> None:
+    """Once a key change has committed: one byte more in the marker.
+
+    Appending makes the size grow with every change, so a reader comparing
+    ``change_mark`` values cannot miss one, however coarse the file system's
+    clock (a byte per edit by a person stays small for ever).
+    """
+    with open(marker, "ab") as f:
+        f.write(b"\n")
+
+
+def change_mark(marker: str) -> tuple[int, int, int] | None:
+    """What the marker looks like now; a different value means keys changed since."""
+    try:
+        st = os.stat(marker)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def find_by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyPolicy | None:

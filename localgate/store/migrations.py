@@ -375,6 +375,14 @@ def m004_ui(db: sqlite_utils.Database) -> None:
         FROM ({_daily_share("r", " FROM receipts AS r")}) GROUP BY day, wallet_id, dim, value""")
 
 
+@migrations()
+def m005_dialects(db: sqlite_utils.Database) -> None:
+    """Receipts say which API the caller spoke, which kind of upstream answered,
+    and what a translation between the two had to leave out."""
+    for column in ("dialect", "upstream_kind", "notes"):
+        db.execute(f"ALTER TABLE receipts ADD COLUMN {column} TEXT")
+
+
 def apply(conn: sqlite3.Connection) -> list[str]:
     """Apply pending migrations; returns the names applied."""
     db = sqlite_utils.Database(conn)

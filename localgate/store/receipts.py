@@ -1,14 +1,17 @@
-"""Receipts in SQLite: written with the hold and the settle, read by API, CLI and UI."""
+"""Receipts in SQLite: written with the hold and the settle; one by id, in the API's shape.
+
+Lists of receipts (filters and pages) are read by ``services.receipts``.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from localgate.core.receipts import Receipt, mask_secrets
-from localgate.errors import BadRequest, NotFound
+from localgate.errors import NotFound
 from localgate.money import decimal_or_none, decimal_str
 
 _COLUMNS = (
@@ -55,6 +58,9 @@ _COLUMNS = (
     "ttft_ms",
     "error",
     "charge_policy",
+    "dialect",
+    "upstream_kind",
+    "notes",
 )
 _INSERT = (
     f"INSERT OR REPLACE INTO receipts ({', '.join(_COLUMNS)}) "
@@ -83,6 +89,7 @@ def _row(r: Receipt) -> tuple[Any, ...]:
         if r.status == "rejected" or (r.status == "failed" and not r.charge_micros)
         else u.source,
         "price": json.dumps(r.price.as_dict()) if r.price else None,
+        "notes": json.dumps(r.notes) if r.notes else None,
         # Stored in currency units, exactly (micros would hide the unit).
         "cost_exact": f"{r.cost_exact.scaleb(-6).normalize():f}",
     }
@@ -96,18 +103,18 @@ def save(conn: sqlite3.Connection, receipt: Receipt) -> None:
 
 def interrupt_pending(conn: sqlite3.Connection, hold_ids: list[str], finished_at: str) -> int:
     """Receipts whose hold was recovered at start-up finish as ``interrupted``."""
-    from localgate.core.receipts import POLICY_INTERRUPTED
+    from localgate.core.receipts import INTERRUPTED_ERROR, POLICY_INTERRUPTED
 
     count = 0
     for hold_id in hold_ids:
         cur = conn.execute(
             "UPDATE receipts SET status = 'interrupted', finished_at = ?, charge_policy = ?, "
-            "error = 'localgate stopped before the request finished', "
+            "error = ?, "
             "ledger_entry_id = (SELECT close_entry_id FROM holds WHERE id = ?), "
             "balance_after_micros = (SELECT balance_after_micros FROM entries WHERE id = "
             "(SELECT close_entry_id FROM holds WHERE id = ?)) "
             "WHERE hold_id = ? AND status = 'pending'",
-            (finished_at, POLICY_INTERRUPTED, hold_id, hold_id, hold_id),
+            (finished_at, POLICY_INTERRUPTED, INTERRUPTED_ERROR, hold_id, hold_id, hold_id),
         )
         count += cur.rowcount
     # Pending receipts with no hold (the process died before placing it).
@@ -169,6 +176,9 @@ def receipt_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "retry_count": row["retry_count"],
         "error": row["error"],
         "charge_policy": row["charge_policy"],
+        "dialect": row["dialect"],
+        "upstream_kind": row["upstream_kind"],
+        "notes": json.loads(row["notes"]) if row["notes"] else [],
     }
     return view
 
@@ -178,63 +188,3 @@ def get(conn: sqlite3.Connection, receipt_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no receipt {receipt_id!r}", code="unknown_receipt")
     return receipt_view(row)
-
-
-FILTERS = {
-    "key": "key_id = ?",
-    "model": "requested_model = ?",
-    "status": "status = ?",
-    "wallet": "wallet_id = ?",
-    "route_type": "route_type = ?",
-    "channel": "channel = ?",
-    "project": "key_project = ?",
-    "client": "client = ?",
-    "since": "created_at >= ?",
-    "until": "created_at < ?",
-}
-
-
-def _where(filters: Mapping[str, str | None]) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    for name, value in filters.items():
-        if value in (None, ""):
-            continue
-        if name not in FILTERS:
-            raise BadRequest(
-                f"unknown filter {name!r}; use one of {', '.join(FILTERS)}", param=name
-            )
-        clauses.append(FILTERS[name])
-        args.append(value)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def page(
-    conn: sqlite3.Connection,
-    filters: Mapping[str, str | None],
-    *,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> dict[str, Any]:
-    """Newest first, keyset pagination on the time-ordered id."""
-    where, args = _where(filters)
-    if cursor:
-        where += (" AND " if where else " WHERE ") + "id < ?"
-        args.append(cursor)
-    rows = conn.execute(
-        f"SELECT * FROM receipts{where} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
-    ).fetchall()
-    items = [receipt_view(r) for r in rows[:limit]]
-    return {"receipts": items, "next": items[-1]["id"] if len(rows) > limit else None}
-
-
-def iterate(
-    conn: sqlite3.Connection, filters: Mapping[str, str | None], batch: int = 1000
-) -> Iterator[dict[str, Any]]:
-    """Every matching receipt, newest first, in batches: flat memory for exports."""
-    cursor = None
-    while True:
-        result = page(conn, filters, cursor=cursor, limit=batch)
-        yield from result["receipts"]
-        cursor = result["next"]
-        if cursor is None:
-            return

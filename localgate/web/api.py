@@ -1,6 +1,8 @@
 """The admin JSON API (``/api``): wallets, ledger, adjustments, verification.
 
 Behind the admin guard: ``Authorization: Bearer <admin token>`` or the UI session.
+Every handler that reads SQLite runs on a worker thread (``sync_to_thread=True``),
+so a slow read never stalls the gateway's event loop.
 """
 
 from __future__ import annotations
@@ -64,15 +66,15 @@ class WalletsAPI(Controller):
     path = "/api"
     guards = [admin_guard]
 
-    @get("/wallets", sync_to_thread=False)
+    @get("/wallets", sync_to_thread=True)
     def wallets(self, state: State) -> dict[str, Any]:
         return {"wallets": state.wallets.list()}
 
-    @get("/wallets/{wallet_id:str}", sync_to_thread=False)
+    @get("/wallets/{wallet_id:str}", sync_to_thread=True)
     def wallet(self, state: State, wallet_id: FromPath[str]) -> dict[str, Any]:
         return state.wallets.get(wallet_id)
 
-    @get("/wallets/{wallet_id:str}/ledger", sync_to_thread=False)
+    @get("/wallets/{wallet_id:str}/ledger", sync_to_thread=True)
     def ledger(
         self, request: Request[Any, Any, Any], state: State, wallet_id: FromPath[str]
     ) -> dict[str, Any]:
@@ -84,7 +86,7 @@ class WalletsAPI(Controller):
             kind=q.get("kind") or None,
         )
 
-    @get("/ledger/entries/{entry_id:int}", sync_to_thread=False)
+    @get("/ledger/entries/{entry_id:int}", sync_to_thread=True)
     def entry(self, state: State, entry_id: FromPath[int]) -> dict[str, Any]:
         return state.wallets.entry(entry_id)
 

@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from localgate import __version__, resources
 from localgate.config import Settings
+from localgate.errors import LoginRequired
 from localgate.services import topups as topup_service
 from localgate.services.gateway_setup import assemble, make_http_client
 from localgate.services.wallets import Wallets
@@ -35,7 +36,7 @@ from localgate.web.security import (
     sign_session,
     valid_admin_token,
 )
-from localgate.web.ui import UI_HANDLERS, LoginRequired, login_redirect, template_config
+from localgate.web.ui import UI_HANDLERS, login_redirect, template_config
 
 
 @get("/health", sync_to_thread=False)

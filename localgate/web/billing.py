@@ -7,10 +7,14 @@ instead when scripts run). ``/billing/topups/{id}/return`` is where payment
 providers send the payer back; it needs no session, because a browser coming
 back from another site does not send our SameSite=Strict cookie — it checks
 the payment, then hands over to the post-payment page.
+
+Whatever reads SQLite runs in a worker thread (``sync_to_thread=True``, or
+``asyncio.to_thread`` inside async handlers), never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
@@ -89,9 +93,11 @@ def _billing(request: Request[Any, Any, Any], state: State, **extra: Any) -> Tem
 # -- pages ------------------------------------------------------------------------
 
 
-@get("/billing", guards=[page_guard], sync_to_thread=False)
-def billing_page(request: Request[Any, Any, Any], state: State) -> Template:
-    return _billing(request, state)
+# Async with a thread, not sync_to_thread=True: POST shares the path (see
+# pages_keys.keys_index for why that matters).
+@get("/billing", guards=[page_guard])
+async def billing_page(request: Request[Any, Any, Any], state: State) -> Template:
+    return await asyncio.to_thread(_billing, request, state)
 
 
 @post("/billing", guards=[page_guard], status_code=303)
@@ -105,7 +111,8 @@ async def billing_create(request: Request[Any, Any, Any], state: State) -> Respo
             base_url=_base(request),
         )
     except LocalgateError as exc:
-        page = _billing(
+        page = await asyncio.to_thread(
+            _billing,
             request,
             state,
             error=exc.message,
@@ -189,18 +196,22 @@ def _sandbox(state: State) -> Any:
     return provider
 
 
-@get("/sandbox/checkout/{topup_id:str}", guards=[page_guard], sync_to_thread=False)
-def sandbox_checkout(
+# Async with a thread, not sync_to_thread=True: POST shares the path (see
+# pages_keys.keys_index for why that matters).
+@get("/sandbox/checkout/{topup_id:str}", guards=[page_guard])
+async def sandbox_checkout(
     request: Request[Any, Any, Any], state: State, topup_id: FromPath[str]
 ) -> Template:
     provider = _sandbox(state)
-    topup = state.topups.get(topup_id)
+    topup, pay = await asyncio.to_thread(
+        lambda: (state.topups.get(topup_id), provider.payment(topup_id))
+    )
     return render(
         request,
         "sandbox_checkout.html",
         title="Sandbox checkout",
         t=topup,
-        pay=provider.payment(topup_id),
+        pay=pay,
         settle_after=int(provider.settle_after),
     )
 
@@ -216,7 +227,7 @@ async def sandbox_act(
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         data = await form_data(request)
-    topup = state.topups.get(topup_id)
+    topup = await asyncio.to_thread(state.topups.get, topup_id)
     amount = None
     if data.get("amount"):
         amount = parse_amount(data["amount"], what="refund amount")
@@ -236,7 +247,7 @@ class TopupsAPI(Controller):
     path = "/api/topups"
     guards = [admin_guard]
 
-    @get("/", sync_to_thread=False)
+    @get("/", sync_to_thread=True)
     def list_topups(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
         q = request.query_params
         limit = max(1, min(int_param(q.get("limit"), "limit", 50), 500))
@@ -255,7 +266,7 @@ class TopupsAPI(Controller):
             base_url=_base(request),
         )
 
-    @get("/{topup_id:str}", sync_to_thread=False)
+    @get("/{topup_id:str}", sync_to_thread=True)
     def get_topup(self, state: State, topup_id: FromPath[str]) -> dict[str, Any]:
         return state.topups.get(topup_id)
 

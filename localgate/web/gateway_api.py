@@ -1,4 +1,8 @@
-"""Admin JSON for the gateway: API keys and receipts (behind the admin guard)."""
+"""Admin JSON for the gateway: API keys and receipts (behind the admin guard).
+
+The sync handlers read SQLite, so they run in a worker thread (``sync_to_thread``),
+never on the event loop that serves ``/v1``.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,17 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from localgate.services import receipts as receipt_service
 from localgate.store import receipts as receipt_store
-from localgate.web.api import int_param, json_object
+from localgate.web.api import json_object
 from localgate.web.security import admin_guard
-
-MAX_PAGE = 500
 
 
 class KeysAPI(Controller):
     path = "/api/keys"
     guards = [admin_guard]
 
-    @get("/", sync_to_thread=False)
+    @get("/", sync_to_thread=True)
     def list_keys(self, state: State) -> dict[str, Any]:
         return {"keys": state.gateway.keys.list()}
 
@@ -27,7 +30,7 @@ class KeysAPI(Controller):
     async def create(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
         return await state.gateway.keys.create(await json_object(request))
 
-    @get("/{key_id:str}", sync_to_thread=False)
+    @get("/{key_id:str}", sync_to_thread=True)
     def get_key(self, state: State, key_id: FromPath[str]) -> dict[str, Any]:
         return state.gateway.keys.get(key_id)
 
@@ -49,13 +52,11 @@ class ReceiptsAPI(Controller):
     path = "/api/receipts"
     guards = [admin_guard]
 
-    @get("/", sync_to_thread=False)
+    @get("/", sync_to_thread=True)
     def list_receipts(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-        q = request.query_params
-        filters = {name: q.get(name) for name in receipt_store.FILTERS if q.get(name)}
-        limit = max(1, min(int_param(q.get("limit"), "limit", 50), MAX_PAGE))
-        return receipt_store.page(state.store.read(), filters, cursor=q.get("cursor"), limit=limit)
+        query = receipt_service.ReceiptQuery.from_params(request.query_params)
+        return receipt_service.api_page(state.store.read(), query)
 
-    @get("/{receipt_id:str}", sync_to_thread=False)
+    @get("/{receipt_id:str}", sync_to_thread=True)
     def get_receipt(self, state: State, receipt_id: FromPath[str]) -> dict[str, Any]:
         return receipt_store.get(state.store.read(), receipt_id)

@@ -139,23 +139,6 @@ class V1Call:
                 await asyncio.wait_for(asyncio.shield(task), timeout=30)
 
 
-async def unserved(app: Any, paths: tuple[str, ...], host: str) -> frozenset[str]:
-    """Which of ``paths`` this gateway does not serve (yet): the /v1 mount answers
-    ``unknown_url`` for them. Asked once per app: the answer cannot change while it runs."""
-    known = getattr(app.state, "unserved_endpoints", None)
-    if known is not None:
-        return known  # type: ignore[no-any-return]
-    missing = set()
-    for path in paths:
-        async with V1Call(app, path, {}, token=None, host=host) as call:
-            data = call.json(await call.read())
-        error = data.get("error")
-        if call.status == 404 and isinstance(error, dict) and error.get("code") == "unknown_url":
-            missing.add(path)
-    app.state.unserved_endpoints = frozenset(missing)
-    return app.state.unserved_endpoints  # type: ignore[no-any-return]
-
-
 def error_message(data: dict[str, Any], status: int) -> str:
     """The message of an OpenAI-shaped error body."""
     error = data.get("error")

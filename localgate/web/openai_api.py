@@ -1,4 +1,4 @@
-"""``/v1``: the OpenAI-compatible surface, as a plain ASGI app mounted in Litestar.
+"""``/v1``: the OpenAI- and Anthropic-compatible surface, as a plain ASGI app mounted in Litestar.
 
 It is the hot path, so it reads the body, answers and streams with the ASGI
 primitives directly; errors use the OpenAI shape from ``web.errors``. A
@@ -29,11 +29,16 @@ from localgate.errors import (
     TooLarge,
     error_payload,
 )
+from localgate.services.inbound import INBOUND, Messages
 from localgate.services.proxy import Caller, Gateway, Reply
 from localgate.web.api import decode_json_object
 from localgate.web.errors import dialect
 
 JSON = b"application/json"
+API_BY_PATH = {api.path: api for api in INBOUND.values()}
+COUNT_TOKENS = "/v1/messages/count_tokens"
+# Client headers passed on to an upstream that speaks the same API.
+FORWARDED = frozenset({"anthropic-beta"})
 log = logging.getLogger(__name__)
 
 
@@ -152,17 +157,21 @@ async def _dispatch(
         _token(headers),
         headers.get("user-agent", ""),
         headers.get("x-request-id") or "req_" + random_hex(8),
+        {k: v for k, v in headers.items() if k in FORWARDED},
     )
-    if path in ("/v1/chat/completions", "/v1/embeddings"):
+    api = API_BY_PATH.get(path)
+    if api is not None or path == COUNT_TOKENS:
         if method != "POST":
             raise MethodNotAllowed(f"use POST for {path}")
-        endpoint = "chat" if path.endswith("completions") else "embeddings"
         limit = scope["app"].state.settings.get("server.max_body_bytes")
         raw = await read_body(receive, limit)
-        body = parse_json_object(
-            raw, ("model", "messages") if endpoint == "chat" else ("model", "input")
-        )
-        reply = await gateway.handle(endpoint, body, caller)
+        if api is None:  # count_tokens: an estimate, no upstream call and no money
+            body = parse_json_object(raw, Messages.required)
+            data = {"input_tokens": gateway.count_tokens(INBOUND["messages"], body, caller)}
+            await send_bytes(send, 200, json.dumps(data).encode(), {})
+            return
+        body = parse_json_object(raw, api.required)
+        reply = await gateway.handle(api.endpoint, body, caller)
         if reply.relay is not None:
             await send_stream(reply, send, receive)
         else:

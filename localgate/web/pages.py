@@ -2,13 +2,15 @@
 
 Handlers parse the query, call ``services.receipts`` / ``services.statements``
 and render one template each. Reads run on a worker thread
-(``sync_to_thread=True``) so a page never stalls the gateway's event loop.
+(``sync_to_thread=True``; an export reads as its stream is pulled, which
+Litestar does on a worker thread) so a page never stalls the gateway's event loop.
 A bad filter value renders the page again with the message (400); an unknown
 wallet or receipt renders a 404 page.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,9 +22,10 @@ from markupsafe import Markup
 
 from localgate.core.receipts import STATUSES
 from localgate.errors import BadRequest, LocalgateError, NotFound
+from localgate.services import dashboard as figures
 from localgate.services import exports, statements
 from localgate.services import receipts as receipt_service
-from localgate.services.receipts import ReceiptFilter
+from localgate.services.receipts import PAGE_SIZE, ReceiptFilter, ReceiptQuery
 from localgate.services.statements import StatementFilter
 from localgate.services.svg import spend_chart
 from localgate.web.ui import form_data, page_guard, render
@@ -64,8 +67,8 @@ def dashboard(request: Request[Any, Any, Any], state: State) -> Template:
         r["id"]: r["low_balance_micros"]
         for r in conn.execute("SELECT id, low_balance_micros FROM wallets")
     }
-    models = receipt_service.usable_models(state.gateway)
-    spend = receipt_service.spend(conn, days=CHART_DAYS)
+    models = figures.usable_models(state.gateway)
+    spend = figures.spend(conn, days=CHART_DAYS)
     for w in wallets:
         w["threshold_micros"] = thresholds.get(w["id"])
         w["low"] = statements.low_balance(w, w["threshold_micros"])
@@ -88,7 +91,7 @@ def dashboard(request: Request[Any, Any, Any], state: State) -> Template:
         wallets=wallets,
         currency_of={w["id"]: w["currency"] for w in wallets},
         spend=spend,
-        keys=receipt_service.key_names(conn),
+        keys=figures.key_names(conn),
         recent=receipt_service.recent(conn),
     )
 
@@ -183,17 +186,21 @@ def receipts_page(request: Request[Any, Any, Any], state: State) -> Any:
         if row is not None:
             return Redirect(f"/receipts/{row[0]}", status_code=303)
         error = f"No receipt has the id or request id {search!r}."
-    flt = ReceiptFilter()
+    query = ReceiptQuery(ReceiptFilter())
     page = receipt_service.ReceiptPage([], None, None)
     try:
-        flt = ReceiptFilter.from_params(q)
-        before = receipt_service.check_cursor(q.get("before"), "before")
-        after = receipt_service.check_cursor(q.get("after"), "after")
+        query = replace(query, flt=ReceiptFilter.from_params(q))  # kept if a cursor is bad
+        query = ReceiptQuery.from_params(q)
         if not error:
-            page = receipt_service.page(conn, flt, before=before, after=after)
+            page = receipt_service.page(
+                conn, query.flt, before=query.before, after=query.after, limit=query.limit
+            )
     except LocalgateError as exc:
         error = exc.message
+    flt = query.flt
     params = flt.active()
+    # Paging keeps a page size asked for in the address (?limit=).
+    sized = {**params, "limit": query.limit} if query.limit != PAGE_SIZE else params
     response = render(
         request,
         "receipts.html",
@@ -204,14 +211,14 @@ def receipts_page(request: Request[Any, Any, Any], state: State) -> Any:
         error=error,
         search=search,
         choices=receipt_service.filter_choices(conn),
-        keys=receipt_service.key_names(conn),
+        keys=figures.key_names(conn),
         remove_links={name: link("/receipts", flt.without(name).active()) for name in params},
-        newer_url=link("/receipts", params, after=page.newer) if page.newer else None,
-        older_url=link("/receipts", params, before=page.older) if page.older else None,
-        newest_url=link("/receipts", params),
+        newer_url=link("/receipts", sized, after=page.newer) if page.newer else None,
+        older_url=link("/receipts", sized, before=page.older) if page.older else None,
+        newest_url=link("/receipts", sized),
         csv_url=link("/receipts/export.csv", params),
         jsonl_url=link("/receipts/export.jsonl", params),
-        paged=bool(q.get("before") or q.get("after")),
+        paged=bool(query.before or query.after),
     )
     if error:
         response.status_code = 404 if search else 400
@@ -219,6 +226,8 @@ def receipts_page(request: Request[Any, Any, Any], state: State) -> Any:
 
 
 def _export(request: Request[Any, Any, Any], state: State, fmt: str) -> Stream:
+    # No read here: the stream pulls each batch on a worker thread, so the
+    # export handlers need no thread of their own (sync_to_thread=False).
     flt = ReceiptFilter.from_params(request.query_params)
     chunks = exports.export_chunks(state.store.read, flt, fmt)
     return Stream(

@@ -5,10 +5,14 @@ rotated) it, sent with ``Cache-Control: no-store``. Every later page shows its
 prefix (``lg_AbCd…wXyZ``), also as the placeholder in the tool snippets.
 *Send a test request* goes through the real ``/v1/chat/completions`` path
 (in-process, see ``web.loopback``) and shows the receipt it produced.
+
+Pages read SQLite (keys, spend, receipts) in a worker thread: sync handlers
+with ``sync_to_thread=True``, async ones through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -19,10 +23,11 @@ from litestar.response import Redirect, Template
 from localgate.core.keys import WINDOWS, KeyPolicy
 from localgate.errors import BadRequest, LocalgateError
 from localgate.services import playground as pg
+from localgate.services.inbound import INBOUND
 from localgate.services.tool_setup import pick_model, setups
 from localgate.store import keys as key_store
 from localgate.store import receipts as receipt_store
-from localgate.web.loopback import V1Call, error_message, unserved
+from localgate.web.loopback import V1Call, error_message
 from localgate.web.ui import form_data, page_guard, render
 
 NO_STORE = {"cache-control": "no-store"}
@@ -133,16 +138,18 @@ def with_spend(state: State, key: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
-async def tool_endpoints_missing(request: Request[Any, Any, Any]) -> frozenset[str]:
-    """Endpoints some tools need that this version does not serve, to say so by the tool."""
-    endpoints = tuple(sorted({t.endpoint for t in setups("", "", [])}))
-    return await unserved(request.app, endpoints, request.headers.get("host", "127.0.0.1"))
+def tool_endpoints_missing() -> frozenset[str]:
+    """Endpoints some tools need that ``/v1`` does not serve, to say so by the tool
+    (the inbound registry is what ``/v1`` serves)."""
+    served = {api.path for api in INBOUND.values()}
+    return frozenset(t.endpoint for t in setups("", "", []) if t.endpoint not in served)
 
 
 async def created_page(
     request: Request[Any, Any, Any], state: State, key: dict[str, Any], *, rotated: bool
 ) -> Template:
-    models = chat_model_ids(state, policy_of(state, key["id"]))
+    policy = await asyncio.to_thread(policy_of, state, key["id"])
+    models = chat_model_ids(state, policy)
     return page(
         request,
         "key_created.html",
@@ -151,7 +158,7 @@ async def created_page(
         key=key,
         rotated=rotated,
         tools=setups(key["key"], state.settings.base_url, models),
-        missing=await tool_endpoints_missing(request),
+        missing=tool_endpoints_missing(),
         models=models,
         test_model=pick_model(models) if models else None,
     )
@@ -187,9 +194,12 @@ def keys_page(
 # -- keys --------------------------------------------------------------------------
 
 
-@get("/keys", guards=[page_guard], sync_to_thread=False)
-def keys_index(request: Request[Any, Any, Any], state: State) -> Template:
-    return keys_page(request, state)
+# Async with a thread rather than sync_to_thread=True: Litestar (2.25) registers
+# a handler again when another one joins its path, and a sync_to_thread handler
+# registered twice is wrapped twice (it would answer with an unawaited coroutine).
+@get("/keys", guards=[page_guard])
+async def keys_index(request: Request[Any, Any, Any], state: State) -> Template:
+    return await asyncio.to_thread(keys_page, request, state)
 
 
 @post("/keys", guards=[page_guard], status_code=200)
@@ -198,7 +208,9 @@ async def keys_create(request: Request[Any, Any, Any], state: State) -> Template
     try:
         key = await state.gateway.keys.create(key_form(data, budget_currencies(state)))
     except LocalgateError as exc:
-        return keys_page(request, state, form=data, error=exc.message, status=400)
+        return await asyncio.to_thread(
+            keys_page, request, state, form=data, error=exc.message, status=400
+        )
     return await created_page(request, state, key, rotated=False)
 
 
@@ -213,8 +225,8 @@ async def keys_pause_all(request: Request[Any, Any, Any], state: State) -> Redir
 async def key_detail(
     request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
 ) -> Template:
-    missing = await tool_endpoints_missing(request)
-    return key_page(request, state, key_id, missing=missing)
+    missing = tool_endpoints_missing()
+    return await asyncio.to_thread(key_page, request, state, key_id, missing=missing)
 
 
 def key_page(
@@ -254,11 +266,13 @@ async def key_edit(
     request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
 ) -> Response[Any]:
     data = await form_data(request)
-    key = state.gateway.keys.get(key_id)
+    key = await asyncio.to_thread(state.gateway.keys.get, key_id)
     try:
         await state.gateway.keys.update(key_id, key_form(data, budget_currencies(state, key)))
     except LocalgateError as exc:
-        return key_page(request, state, key_id, form=data, error=exc.message, status=400)
+        return await asyncio.to_thread(
+            key_page, request, state, key_id, form=data, error=exc.message, status=400
+        )
     return Redirect(f"/keys/{key_id}?done=saved", status_code=303)
 
 
@@ -275,7 +289,9 @@ async def key_action(
     try:
         await state.gateway.keys.set_state(key_id, action)
     except BadRequest as exc:
-        return key_page(request, state, key_id, error=exc.message, status=400)
+        return await asyncio.to_thread(
+            key_page, request, state, key_id, error=exc.message, status=400
+        )
     if data.get("back") == "list":
         return Redirect("/keys", status_code=303)
     return Redirect(f"/keys/{key_id}?done={action}", status_code=303)
@@ -285,7 +301,7 @@ async def test_request(
     request: Request[Any, Any, Any], state: State, key_id: str, data: dict[str, str]
 ) -> Template:
     """One small chat completion with the key, through /v1, and the receipt it left."""
-    key = state.gateway.keys.get(key_id)
+    key = await asyncio.to_thread(state.gateway.keys.get, key_id)
     secret = data.get("secret", "").strip()
     model = data.get("model", "")
     outcome: dict[str, Any] = {"model": model}
@@ -307,7 +323,10 @@ async def test_request(
             host=request.headers.get("host", "127.0.0.1"),
         ) as call:
             raw = await call.read()
-        outcome.update(v1_outcome(state, call.status, call.headers, call.json(raw)))
+        answer = call.json(raw)
+        outcome.update(
+            await asyncio.to_thread(v1_outcome, state, call.status, call.headers, answer)
+        )
     except LocalgateError as exc:
         outcome["error"] = exc.message
     return render(request, "key_test.html", title="Test request", key=key, outcome=outcome)
@@ -335,7 +354,7 @@ def v1_outcome(
 # -- models --------------------------------------------------------------------------
 
 
-@get("/models", guards=[page_guard], sync_to_thread=False)
+@get("/models", guards=[page_guard], sync_to_thread=True)
 def models_page(request: Request[Any, Any, Any], state: State) -> Template:
     """The marketplace: every model with its routes, wallet and price per 1M tokens,
     narrowed to what one key may call when a key is chosen."""

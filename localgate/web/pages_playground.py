@@ -7,10 +7,14 @@ real ``/v1/chat/completions`` (in-process, ``web.loopback``), so the receipt is
 a production receipt. Keys: the playground's own key (``services.playground``)
 or one of the user's, whose secret the page asks for, since secrets are not
 stored (the browser remembers it per tab in sessionStorage).
+
+The page and its preview read SQLite (keys, wallets, receipts) in a worker
+thread, never on the event loop that serves ``/v1``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -148,12 +152,14 @@ async def token_for(state: State, data: dict[str, str]) -> str:
     return secret
 
 
-@get("/playground", guards=[page_guard], sync_to_thread=False)
-def playground_index(request: Request[Any, Any, Any], state: State) -> Template:
-    return playground_page(request, state, request.query_params)
+# Async with a thread, not sync_to_thread=True: POST shares the path (see
+# pages_keys.keys_index for why that matters).
+@get("/playground", guards=[page_guard])
+async def playground_index(request: Request[Any, Any, Any], state: State) -> Template:
+    return await asyncio.to_thread(playground_page, request, state, request.query_params)
 
 
-@get("/playground/preview", guards=[page_guard], sync_to_thread=False)
+@get("/playground/preview", guards=[page_guard], sync_to_thread=True)
 def playground_preview(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     """The route preview and cost estimate as JSON, for the page's script."""
     sel = selection(state, request.query_params)
@@ -164,7 +170,7 @@ def playground_preview(request: Request[Any, Any, Any], state: State) -> dict[st
     return {"model": sel["model"], "preview": preview}
 
 
-@get("/playground/receipt/{receipt_id:str}", guards=[page_guard], sync_to_thread=False)
+@get("/playground/receipt/{receipt_id:str}", guards=[page_guard], sync_to_thread=True)
 def playground_receipt(
     request: Request[Any, Any, Any], state: State, receipt_id: FromPath[str]
 ) -> Response[Any]:
@@ -180,7 +186,7 @@ async def playground_send(request: Request[Any, Any, Any], state: State) -> Temp
     """The no-JS path: one whole (non-stream) answer, rendered with its receipt."""
     data = await form_data(request)
     try:
-        sel = selection(state, data)
+        sel = await asyncio.to_thread(selection, state, data)
         if sel["model"] is None:
             raise BadRequest("this key may not call any chat model")
         token = await token_for(state, data)
@@ -189,10 +195,15 @@ async def playground_send(request: Request[Any, Any, Any], state: State) -> Temp
             request.app, "/v1/chat/completions", body, token=token, host=_host(request)
         ) as call:
             raw = await call.read()
-        outcome = v1_outcome(state, call.status, call.headers, call.json(raw))
+        answer = call.json(raw)
+        outcome = await asyncio.to_thread(v1_outcome, state, call.status, call.headers, answer)
     except LocalgateError as exc:
-        return playground_page(request, state, data, outcome={"error": exc.message}, status=400)
-    return playground_page(request, state, data, outcome=outcome)
+        outcome, status = {"error": exc.message}, 400
+    else:
+        status = 200
+    return await asyncio.to_thread(
+        playground_page, request, state, data, outcome=outcome, status=status
+    )
 
 
 @post("/playground/stream", guards=[page_guard], status_code=200)
@@ -200,7 +211,7 @@ async def playground_stream(request: Request[Any, Any, Any], state: State) -> Re
     """The JS path: the /v1 stream passed through as it comes, receipt comment included."""
     data = await form_data(request)
     try:
-        sel = selection(state, data)
+        sel = await asyncio.to_thread(selection, state, data)
         if sel["model"] is None:
             raise BadRequest("this key may not call any chat model")
         token = await token_for(state, data)

@@ -1,14 +1,17 @@
 """UI page: settings (/settings) — channels and their keys, payments, the hosted
-account, the data dir, prompt storage.
+account, the data dir.
 
 Channels can be added, tested and given a key here (``services.settings``
 writes channels.toml and the 0600 secrets.toml; config.toml is never
-rewritten). A saved key is never shown back, not even in part. The other
-settings are shown with where they come from and how to change them.
+rewritten). A saved key is never shown back, not even in part. A change
+reaches the running gateway through its ``reconfigure`` alone (see
+:func:`publisher`). The other settings are shown with where they come from and
+how to change them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +22,21 @@ from litestar.response import Redirect, Template
 
 from localgate import __version__
 from localgate.catalog_data import bundled_catalog_version
-from localgate.config import ChannelSettings
+from localgate.config import Settings
 from localgate.errors import LocalgateError
+from localgate.payments import PROVIDERS as PAYMENT_KINDS
+from localgate.payments import payment_kind
+from localgate.providers import provider_class
 from localgate.services.settings import (
-    KINDS_UI,
     SettingsService,
-    apply_channel,
-    remove_from_gateway,
+    apply_settings,
+    configurable_kinds,
     test_connection,
 )
 from localgate.web.pages_keys import page
 from localgate.web.ui import form_data, page_guard
 
+STATUS_CLASS = {"ok": "ok", "warn": "paused", "fail": "bad"}  # the page's status colours
 DONE = {
     "added": "Channel added.",
     "key_saved": "Key saved to secrets.toml (mode 0600). It will not be shown again.",
@@ -40,29 +46,35 @@ DONE = {
 
 
 def service(state: State) -> SettingsService:
+    """The app's one settings service: its lock orders every change, from the files
+    to the gateway, so it is made once and kept."""
     svc = getattr(state, "settings_service", None)
-    if svc is None or svc.settings is not state.settings:
-        svc = SettingsService(state.settings)
+    if svc is None:
+        svc = SettingsService(state.settings, publisher(state))
         state.settings_service = svc
     return svc
 
 
-def publish(state: State, svc: SettingsService, channel: ChannelSettings | None = None) -> None:
-    """Make the service's settings the app's, and rebuild the changed channel's provider."""
-    state.settings = svc.settings
-    state.gateway.settings = svc.settings
-    if channel is not None:
-        apply_channel(state.gateway, state.channel_notes, channel, state.http_client)
+def publisher(state: State) -> Callable[[Settings], Awaitable[None]]:
+    """What the service calls after each change: the gateway is reconfigured first,
+    then the page's own view (settings, channel notes) follows."""
+
+    async def publish(settings: Settings) -> None:
+        notes = await apply_settings(state.gateway, settings, state.http_client)
+        state.settings = settings
+        state.channel_notes = notes
+
+    return publish
 
 
 def channel_rows(state: State) -> list[dict[str, Any]]:
-    gateway = state.gateway
+    view = state.gateway.serving  # one configuration for the whole table
     routed: dict[str, int] = {}
-    for model in gateway.catalog.models():
+    for model in view.catalog.models():
         for channel_id in {r.channel for r in model.routes}:
             routed[channel_id] = routed.get(channel_id, 0) + 1
     rows = []
-    for c in state.settings.channels:
+    for c in view.settings.channels:
         rows.append(
             {
                 "id": c.id,
@@ -73,13 +85,27 @@ def channel_rows(state: State) -> list[dict[str, Any]]:
                 "key_set": bool(c.api_key),
                 "key_source": c.key_source,
                 "key_env": c.api_key_env,
-                "needs_key": c.kind != "demo",
-                "ready": c.id in gateway.providers,
+                "needs_key": not provider_class(c.kind).offline,
+                "ready": c.id in view.providers,
                 "note": state.channel_notes.get(c.id, ""),
                 "models": routed.get(c.id, 0),
             }
         )
     return rows
+
+
+def payments_info(settings: Settings) -> dict[str, Any]:
+    """The configured payment provider and what the registry's check says of it
+    (the line `localgate doctor` prints); the providers there are, for the hint."""
+    # The config was checked at start-up: the provider is a registered one.
+    status, detail = payment_kind(settings.get("payments.provider")).check(settings)
+    return {
+        "provider": settings.get("payments.provider"),
+        "status_class": STATUS_CLASS[status],
+        "status_word": status,
+        "detail": detail,
+        "kinds": list(PAYMENT_KINDS),
+    }
 
 
 def file_info(path: Path) -> dict[str, Any]:
@@ -99,8 +125,6 @@ def settings_page(
     status: int = 200,
 ) -> Template:
     s = state.settings
-    stripe_key_env = s.get("payments.stripe.secret_key_env")
-    webhook_env = s.get("payments.stripe.webhook_secret_env")
     token_env = s.get("hosted.token_env")
     done = request.query_params.get("done")
     return page(
@@ -109,20 +133,12 @@ def settings_page(
         status=status,
         title="Settings",
         channels=channel_rows(state),
-        kinds=KINDS_UI,
+        kinds=configurable_kinds(),
         test=test,
         error=error,
         form=form or {},
         done=DONE.get(done or ""),
-        payments={
-            "provider": s.get("payments.provider"),
-            "methods": s.get("payments.stripe.methods"),
-            "api_base": s.get("payments.stripe.api_base"),
-            "secret_key_env": stripe_key_env,
-            "secret_key_set": bool(s.secret(stripe_key_env)),
-            "webhook_env": webhook_env,
-            "webhook_set": bool(s.secret(webhook_env)),
-        },
+        payments=payments_info(s),
         hosted={
             "base_url": s.get("hosted.base_url"),
             "token_env": token_env,
@@ -140,7 +156,6 @@ def settings_page(
             "admin_token": file_info(s.data_dir / "admin-token"),
             "env_admin_token": "LOCALGATE_ADMIN_TOKEN" in s.environ,
         },
-        store_prompts=s.get("server.store_prompts"),
         version=__version__,
     )
 
@@ -153,13 +168,11 @@ def settings_index(request: Request[Any, Any, Any], state: State) -> Template:
 @post("/settings/channels", guards=[page_guard], status_code=200)
 async def channel_add(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     data = await form_data(request)
-    svc = service(state)
     try:
-        channel = await svc.add_channel(data)
+        await service(state).add_channel(data)
     except LocalgateError as exc:
         data.pop("api_key", None)  # never echo a key back into the page
         return settings_page(request, state, error=exc.message, form=data, status=400)
-    publish(state, svc, channel)
     return Redirect("/settings?done=added#channels", status_code=303)
 
 
@@ -174,15 +187,13 @@ async def channel_action(
             result = await test_connection(svc.channel(channel_id))
             return settings_page(request, state, test={"channel": channel_id, **result})
         if action == "key":
-            publish(state, svc, await svc.set_key(channel_id, data.get("api_key", "")))
+            await svc.set_key(channel_id, data.get("api_key", ""))
             done = "key_saved"
         elif action == "clear-key":
-            publish(state, svc, await svc.clear_key(channel_id))
+            await svc.clear_key(channel_id)
             done = "key_cleared"
         elif action == "remove":
             await svc.remove_channel(channel_id)
-            publish(state, svc)
-            remove_from_gateway(state.gateway, state.channel_notes, channel_id)
             done = "removed"
         else:
             return settings_page(request, state, error=f"unknown action {action!r}", status=404)

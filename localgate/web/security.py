@@ -76,14 +76,6 @@ def same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     return rest.split("/", 1)[0].lower() == host.lower()
 
 
-def is_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    token = connection.app.state.settings.admin_token
-    return (
-        valid_admin_token(token, bearer(connection.headers))
-        or session_value(connection) is not None
-    )
-
-
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Bearer admin token, or the session cookie — which, for a state change, also
     needs the CSRF token (header or form field) and a same-origin Origin."""

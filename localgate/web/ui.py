@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from localgate import __version__, resources
-from localgate.errors import LocalgateError
+from localgate.errors import LoginRequired
 from localgate.money import format_money
 from localgate.web.security import CSRF_FIELD, check_csrf, csrf_token, session_value
 
@@ -32,11 +32,6 @@ NAV = (
     ("/receipts", "Receipts"),
     ("/settings", "Settings"),
 )
-
-
-class LoginRequired(LocalgateError):
-    code = "login_required"
-    http_status = 401
 
 
 def page_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
