@@ -3,7 +3,10 @@
 Starts the fake OpenAI upstream (tests/upstream.py, its own process) and
 localgate as a real server (its own process) with a routed channel pointing at
 the fake and a priced model, creates a key, funds the routed wallet, then for
-non-stream and stream (20 chunks) at each concurrency measures with wrk
+non-stream and stream (20 chunks) chat completions, and the Anthropic
+``/v1/messages`` and OpenAI ``/v1/responses`` pass-through (non-stream, to an
+``anthropic`` and an ``openai`` channel at the same fake), at each concurrency
+measures with wrk
 (bench/post.lua) the requests/s and latency percentiles, direct and through
 the gateway, and for streams the time to first byte with a raw-socket client
 (bench/ttfb.py) at concurrency 1 and 10. Every gateway request is held,
@@ -61,15 +64,35 @@ TARGETS = {  # ARCHITECTURE / issue 3 "Must hold": Targets
     "added_p50_ms_c1": 1.0,
     "nonstream_rps_c50": 2000,
     "stream_rps_c50": 600,
+    "pass_through_vs_chat": 0.10,  # /v1/messages and /v1/responses vs chat completions
 }
 TTFB_MAX_CONCURRENCY = 10  # above this the Python client is the bottleneck
 
+UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_KEY"  # the fake checks no key; the kinds need one set
+
 CONFIG = """\
-# Written by python -m bench: one routed channel at the fake upstream, one priced model.
+# Written by python -m bench: routed channels of three kinds at the fake upstream
+# (it speaks each one's wire format), one priced model on each.
 [[channels]]
 id = "fake"
 kind = "openai_compatible"
 base_url = "http://127.0.0.1:{port}/v1"
+settlement = "routed"
+timeout = 30
+
+[[channels]]
+id = "fake-anthropic"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{port}/v1"
+api_key_env = "{key_env}"
+settlement = "routed"
+timeout = 30
+
+[[channels]]
+id = "fake-openai"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+api_key_env = "{key_env}"
 settlement = "routed"
 timeout = 30
 
@@ -81,6 +104,26 @@ max_output_tokens = 4096
 
 [[models.routes]]
 channel = "fake"
+upstream_model = "{upstream_model}"
+settlement = "routed"
+price = {{ currency = "CNY", input = "1", output = "2" }}
+
+[[models]]
+id = "bench-claude"
+max_output_tokens = 4096
+
+[[models.routes]]
+channel = "fake-anthropic"
+upstream_model = "{upstream_model}"
+settlement = "routed"
+price = {{ currency = "CNY", input = "1", output = "2" }}
+
+[[models]]
+id = "bench-responses"
+max_output_tokens = 4096
+
+[[models.routes]]
+channel = "fake-openai"
 upstream_model = "{upstream_model}"
 settlement = "routed"
 price = {{ currency = "CNY", input = "1", output = "2" }}
@@ -105,6 +148,58 @@ def direct_body(stream: bool) -> str:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return json.dumps(body)
+
+
+def messages_body(model: str) -> str:
+    """An Anthropic Messages request (max_tokens is required there), client or direct."""
+    return json.dumps(
+        {
+            "model": model,
+            "max_tokens": 4096,
+            "system": MESSAGES[0]["content"],
+            "messages": MESSAGES[1:],
+        }
+    )
+
+
+def responses_body(model: str) -> str:
+    """An OpenAI Responses request, client or direct."""
+    return json.dumps(
+        {
+            "model": model,
+            "instructions": MESSAGES[0]["content"],
+            "input": MESSAGES[1:],
+            "max_output_tokens": 4096,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One kind of request the bench measures: where it goes, and its two bodies."""
+
+    name: str
+    path: str
+    stream: bool
+    client: str  # what a tool sends localgate
+    direct: str  # what localgate sends the upstream for it
+
+    @property
+    def ttfb(self) -> bool:
+        return self.stream
+
+
+MODES = {
+    m.name: m
+    for m in (
+        Mode("non-stream", "/v1/chat/completions", False, client_body(False), direct_body(False)),
+        Mode("stream", "/v1/chat/completions", True, client_body(True), direct_body(True)),
+        Mode("messages", "/v1/messages", False, messages_body("bench-claude"),
+             messages_body(UPSTREAM_MODEL)),
+        Mode("responses", "/v1/responses", False, responses_body("bench-responses"),
+             responses_body(UPSTREAM_MODEL)),
+    )
+}  # fmt: skip
 
 
 # -- processes -------------------------------------------------------------------
@@ -188,7 +283,7 @@ class Servers:
 
 @contextlib.contextmanager
 def servers(data: Path, chunks: int) -> Iterator[Servers]:
-    env = clean_env()
+    env = {**clean_env(), UPSTREAM_KEY_ENV: "sk-bench"}
     up = gw = None
     try:
         up = start(
@@ -200,7 +295,9 @@ def servers(data: Path, chunks: int) -> Iterator[Servers]:
             wait_for_line(data / "upstream.log", r"on http://127\.0\.0\.1:(\d+)/v1", up, 30)
         )
         (data / "config.toml").write_text(
-            CONFIG.format(port=up_port, model=MODEL, upstream_model=UPSTREAM_MODEL)
+            CONFIG.format(
+                port=up_port, model=MODEL, upstream_model=UPSTREAM_MODEL, key_env=UPSTREAM_KEY_ENV
+            )
         )
         gw = start(
             [
@@ -250,7 +347,14 @@ class WrkResult:
     client_cpu: float  # wrk's CPU seconds
 
 
-def run_wrk(port: int, body: str, key: str | None, concurrency: int, seconds: int) -> WrkResult:
+def run_wrk(
+    port: int,
+    body: str,
+    key: str | None,
+    concurrency: int,
+    seconds: int,
+    path: str = "/v1/chat/completions",
+) -> WrkResult:
     env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key or ""}
     cmd = [
         "wrk",
@@ -261,7 +365,7 @@ def run_wrk(port: int, body: str, key: str | None, concurrency: int, seconds: in
         "10s",
         "-s",
         str(LUA),
-        f"http://127.0.0.1:{port}/v1/chat/completions",
+        f"http://127.0.0.1:{port}{path}",
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=BENCH)
@@ -376,8 +480,10 @@ class Bench:
         self.client_in_flight_max = 0  # requests a client may have left in flight
         self.threads: dict[int, str] = {}
 
-    def gateway_wrk(self, body: str, concurrency: int, seconds: int) -> WrkResult:
-        result = run_wrk(self.srv.gateway_port, body, self.srv.key, concurrency, seconds)
+    def gateway_wrk(
+        self, body: str, concurrency: int, seconds: int, path: str = "/v1/chat/completions"
+    ) -> WrkResult:
+        result = run_wrk(self.srv.gateway_port, body, self.srv.key, concurrency, seconds, path)
         self.client_requests += result.requests
         self.client_in_flight_max += concurrency  # wrk stops with requests in flight
         return result
@@ -387,25 +493,25 @@ class Bench:
         self.client_requests += result.requests + result.errors
         return result
 
-    def warm_up(self, stream: bool, seconds: int) -> None:
-        run_wrk(self.srv.upstream_port, direct_body(stream), None, 10, seconds)
-        self.gateway_wrk(client_body(stream), 10, seconds)
+    def warm_up(self, mode: Mode, seconds: int) -> None:
+        run_wrk(self.srv.upstream_port, mode.direct, None, 10, seconds, mode.path)
+        self.gateway_wrk(mode.client, 10, seconds, mode.path)
         sysstat.wait_settled(self.srv.db)
         if not self.threads:
             self.threads = pyspy.thread_names(self.srv.gateway.pid)
 
-    def cell(self, stream: bool, concurrency: int) -> Cell:
-        mode = "stream" if stream else "non-stream"
+    def cell(self, mode: Mode, concurrency: int) -> Cell:
         direct = run_wrk(
-            self.srv.upstream_port, direct_body(stream), None, concurrency, self.seconds
+            self.srv.upstream_port, mode.direct, None, concurrency, self.seconds, mode.path
         )
         db0 = sysstat.wait_settled(self.srv.db)
         others = {"upstream": self.srv.upstream.pid}
         before = sysstat.snapshot(self.srv.gateway.pid, others)
-        gateway = self.gateway_wrk(client_body(stream), concurrency, self.seconds)
+        gateway = self.gateway_wrk(mode.client, concurrency, self.seconds, mode.path)
         after = sysstat.snapshot(self.srv.gateway.pid, others)
         db1 = sysstat.wait_settled(self.srv.db)
-        cell = Cell(mode, concurrency, direct, gateway, self.use(before, after, db0, db1, gateway))
+        use = self.use(before, after, db0, db1, gateway)
+        cell = Cell(mode.name, concurrency, direct, gateway, use)
         stuck = db1.open_holds - db0.open_holds
         if stuck > 0:
             cell.notes.append(
@@ -416,12 +522,12 @@ class Bench:
             cell.notes.append(f"gateway: {gateway.errors} errors (non-200, timeouts, resets)")
         if direct.errors:
             cell.notes.append(f"direct: {direct.errors} errors")
-        if stream and concurrency <= TTFB_MAX_CONCURRENCY:
+        if mode.ttfb and concurrency <= TTFB_MAX_CONCURRENCY:
             secs = self.ttfb_seconds
             cell.ttfb_direct = run_ttfb(
-                self.srv.upstream_port, direct_body(stream), None, concurrency, secs
+                self.srv.upstream_port, mode.direct, None, concurrency, secs
             )
-            cell.ttfb_gateway = self.gateway_ttfb(client_body(stream), concurrency, secs)
+            cell.ttfb_gateway = self.gateway_ttfb(mode.client, concurrency, secs)
             sysstat.wait_settled(self.srv.db)
         return cell
 
@@ -676,6 +782,33 @@ def targets(cells: list[Cell]) -> list[str]:
                 st50.gateway.rps >= want,
             )
         )
+    out += pass_through_targets(find)
+    return out
+
+
+def pass_through_targets(find: Any) -> list[str]:
+    """/v1/messages and /v1/responses pass-through: within 10% of chat completions."""
+    out = []
+    slack = TARGETS["pass_through_vs_chat"]
+    for name in ("messages", "responses"):
+        for c in (1, 50):
+            chat, other = find("non-stream", c), find(name, c)
+            if not (chat and other):
+                continue
+            if c == 1:
+                added = other.gateway.p50 - other.direct.p50
+                base = chat.gateway.p50 - chat.direct.p50
+                text = f"{name} added p50, c=1: {added:.2f} ms vs chat {base:.2f} ms"
+                ok = added <= base * (1 + slack)
+            else:
+                ratio = other.gateway.rps / other.direct.rps if other.direct.rps else 0.0
+                base_ratio = chat.gateway.rps / chat.direct.rps if chat.direct.rps else 0.0
+                text = (
+                    f"{name} c=50: {other.gateway.rps:,.0f} req/s, {100 * ratio:.1f}% of direct "
+                    f"vs chat {100 * base_ratio:.1f}%"
+                )
+                ok = ratio >= base_ratio * (1 - slack)
+            out.append(verdict(f"{text} (within {100 * slack:.0f}%)", ok))
     return out
 
 
@@ -701,7 +834,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the gateway cell --profile re-runs under py-spy (default non-stream:50)",
     )
     p.add_argument("--concurrency", default="1,10,50", help="comma-separated (default 1,10,50)")
-    p.add_argument("--modes", default="non-stream,stream", help="non-stream,stream (default both)")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, of {', '.join(MODES)} (default all)",
+    )
     p.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer")
     p.add_argument(
         "--data-parent",
@@ -727,8 +864,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
     args.mode_list = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in args.mode_list:
-        if m not in ("non-stream", "stream"):
-            p.error(f"unknown mode {m!r}; use non-stream and/or stream")
+        if m not in MODES:
+            p.error(f"unknown mode {m!r}; use {', '.join(MODES)}")
     mode, _, conc = args.profile_cell.partition(":")
     if mode not in ("non-stream", "stream") or not conc.isdigit():
         p.error("--profile-cell: use MODE:C, e.g. non-stream:50 or stream:10")
@@ -783,16 +920,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             bench = Bench(srv, args.duration, ttfb_seconds=float(args.duration))
             warm = 1 if args.quick else 2
-            for mode in args.mode_list:
-                stream = mode == "stream"
-                bench.warm_up(stream, warm)
+            for name in args.mode_list:
+                mode = MODES[name]
+                bench.warm_up(mode, warm)
                 for c in args.levels:
                     if args.wait_quiet:
                         wait_quiet(args.wait_quiet)
-                    cell = bench.cell(stream, c)
+                    cell = bench.cell(mode, c)
                     cells.append(cell)
                     say(
-                        f"  {mode:10} c={c:<3} direct {cell.direct.rps:9,.0f} req/s p50 {cell.direct.p50:7.2f} ms"
+                        f"  {name:10} c={c:<3} direct {cell.direct.rps:9,.0f} req/s p50 {cell.direct.p50:7.2f} ms"
                         f" | gateway {cell.gateway.rps:7,.0f} req/s p50 {cell.gateway.p50:7.2f} ms"
                         + (
                             f" | TTFB p50 {cell.ttfb_direct.p50:.2f} / {cell.ttfb_gateway.p50:.2f} ms"
