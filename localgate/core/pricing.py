@@ -14,6 +14,7 @@ micro-units. The exact sum is kept; the charge rounds it once, half-up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -109,6 +110,19 @@ class Price:
             "output": s(self.output),
             "per_request": s(self.per_request),
         }
+
+
+def token_count(obj: object, key: str) -> int:
+    """A token count read from an upstream's usage object: ``obj[key]`` as a
+    non-negative int. Upstreams, routed pools especially, sometimes report odd
+    numbers (negative, fractional, missing); they are clamped, not trusted, and
+    never fail a request that succeeded."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return max(int(value), 0)
 
 
 def exact_cost(usage: Usage, price: Price) -> Decimal:

@@ -15,11 +15,10 @@ Pure: no I/O, nothing but the standard library, ``Usage`` and our errors.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from typing import Any
 
-from localgate.core.pricing import Usage
+from localgate.core.pricing import Usage, token_count
 from localgate.errors import BadRequest
 
 # Anthropic stop_reason -> OpenAI finish_reason (pause_turn: a server tool
@@ -63,16 +62,6 @@ MESSAGES_FIELDS = frozenset(
 # --- small helpers -------------------------------------------------------------------
 
 
-def _num(obj: object, key: str) -> int:
-    """A token count from an upstream object, clamped to a non-negative int."""
-    value = obj.get(key) if isinstance(obj, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return max(value, 0)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(int(value), 0)
-    return 0
-
-
 def _note(notes: list[str], note: str) -> None:
     if note not in notes:
         notes.append(note)
@@ -113,13 +102,13 @@ def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
     """
     if not isinstance(usage, dict):
         return None
-    read = _num(usage, "cache_read_input_tokens")
-    write = _num(usage, "cache_creation_input_tokens")
+    read = token_count(usage, "cache_read_input_tokens")
+    write = token_count(usage, "cache_creation_input_tokens")
     return Usage(
-        input=_num(usage, "input_tokens") + read + write,
+        input=token_count(usage, "input_tokens") + read + write,
         cached_input=read,
         cache_write=write,
-        output=_num(usage, "output_tokens"),
+        output=token_count(usage, "output_tokens"),
     )
 
 
@@ -150,13 +139,15 @@ def usage_from_chat(data: object) -> Usage | None:
     """An OpenAI ``usage`` object as :class:`Usage`, odd numbers clamped."""
     if not isinstance(data, dict):
         return None
-    prompt = _num(data, "prompt_tokens")
-    output = _num(data, "completion_tokens")
+    prompt = token_count(data, "prompt_tokens")
+    output = token_count(data, "completion_tokens")
     return Usage(
         input=prompt,
-        cached_input=min(_num(data.get("prompt_tokens_details"), "cached_tokens"), prompt),
+        cached_input=min(token_count(data.get("prompt_tokens_details"), "cached_tokens"), prompt),
         output=output,
-        reasoning=min(_num(data.get("completion_tokens_details"), "reasoning_tokens"), output),
+        reasoning=min(
+            token_count(data.get("completion_tokens_details"), "reasoning_tokens"), output
+        ),
     )
 
 

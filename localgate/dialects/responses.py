@@ -13,10 +13,9 @@ Pure: no I/O, nothing but the standard library, ``Usage`` and our errors.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from localgate.core.pricing import Usage
+from localgate.core.pricing import Usage, token_count
 from localgate.errors import BadRequest
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -284,25 +283,16 @@ def _map_format(fmt: Any, chat: dict[str, Any]) -> None:
 # -- answers ---------------------------------------------------------------------
 
 
-def _count(obj: object, key: str) -> int:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return max(value, 0)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(int(value), 0)
-    return 0
-
-
 def usage_from_responses(usage: dict[str, Any] | None) -> Usage | None:
     """A Responses ``usage`` object -> :class:`Usage`, odd values clamped."""
     if not isinstance(usage, dict):
         return None
-    prompt = _count(usage, "input_tokens")
-    output = _count(usage, "output_tokens")
+    prompt = token_count(usage, "input_tokens")
+    output = token_count(usage, "output_tokens")
     details = usage.get("input_tokens_details")
-    cached = min(_count(details, "cached_tokens"), prompt)
-    written = min(_count(details, "cache_write_tokens"), prompt - cached)
-    reasoning = min(_count(usage.get("output_tokens_details"), "reasoning_tokens"), output)
+    cached = min(token_count(details, "cached_tokens"), prompt)
+    written = min(token_count(details, "cache_write_tokens"), prompt - cached)
+    reasoning = min(token_count(usage.get("output_tokens_details"), "reasoning_tokens"), output)
     return Usage(prompt, cached, written, output, reasoning)
 
 
@@ -324,10 +314,10 @@ def _responses_usage(usage: Usage | None) -> dict[str, Any] | None:
 def chat_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = _count(usage, "prompt_tokens")
-    output = _count(usage, "completion_tokens")
-    cached = min(_count(usage.get("prompt_tokens_details"), "cached_tokens"), prompt)
-    reasoning = min(_count(usage.get("completion_tokens_details"), "reasoning_tokens"), output)
+    prompt = token_count(usage, "prompt_tokens")
+    output = token_count(usage, "completion_tokens")
+    cached = min(token_count(usage.get("prompt_tokens_details"), "cached_tokens"), prompt)
+    reasoning = min(token_count(usage.get("completion_tokens_details"), "reasoning_tokens"), output)
     return Usage(input=prompt, cached_input=cached, output=output, reasoning=reasoning)
 
 

@@ -26,6 +26,7 @@ from localgate.providers.openai import (
     OpenAIStream,
     dumps,
     error_detail,
+    open_events,
     redact,
     status_error,
     transport_error,
@@ -206,31 +207,14 @@ class AnthropicProvider(Provider):
     async def open_stream(self, req: ProviderRequest) -> AnthropicEventStream:
         channel_id, key = self.channel.id, self.channel.api_key
         content, headers = self._request(req, stream=True)
-        try:
-            request = self.client.build_request(
-                "POST", self._url, content=content, headers=headers, timeout=self._timeout
-            )
-            resp = await self.client.send(request, stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_error(channel_id, exc) from exc
-        is_json = resp.headers.get("content-type", "").startswith("application/json")
-        if resp.status_code == 200 and not is_json:
-            cls = NativeStream if req.endpoint == "messages" else ChatStream
-            return cls(resp, channel_id)
-        try:
-            body = await resp.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await resp.aclose()
-        if resp.status_code != 200:
-            raise status_error(channel_id, resp.status_code, body, secret=key)
-        # A 200 carrying JSON instead of events: nothing reached the client yet.
-        text = redact(body, key)
-        raise UpstreamError(
-            f"channel {channel_id}: upstream answered a stream request with JSON "
-            f"instead of events: {error_detail(text)}",
-            status=200,
-            retryable=True,
-            body=text,
+        resp = await open_events(
+            self.client,
+            self._url,
+            content,
+            headers,
+            self._timeout,
+            channel_id=channel_id,
+            secret=key,
         )
+        cls = NativeStream if req.endpoint == "messages" else ChatStream
+        return cls(resp, channel_id)

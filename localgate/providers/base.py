@@ -19,13 +19,12 @@ routing decides from that alone.
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
-from localgate.core.pricing import Usage
+from localgate.core.pricing import Usage, token_count
 from localgate.errors import ConfigError, LocalgateError, error_payload
 
 if TYPE_CHECKING:
@@ -69,15 +68,7 @@ def usage_from_openai(data: object) -> Usage | None:
     """
     if not isinstance(data, dict):
         return None
-
-    def num(obj: object, key: str) -> int:
-        value = obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return max(value, 0)
-        if isinstance(value, float) and math.isfinite(value):
-            return max(int(value), 0)
-        return 0
-
+    num = token_count
     prompt = num(data, "prompt_tokens")
     output = num(data, "completion_tokens")
     cached = min(num(data.get("prompt_tokens_details"), "cached_tokens"), prompt)

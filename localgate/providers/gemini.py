@@ -15,7 +15,6 @@ what is dropped: docs/gemini.md.
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 import urllib.parse
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 from localgate import __version__
-from localgate.core.pricing import Usage
+from localgate.core.pricing import Usage, token_count
 from localgate.errors import UpstreamError
 from localgate.providers.base import (
     Provider,
@@ -40,6 +39,7 @@ from localgate.providers.openai import (
     OpenAIStream,
     dumps,
     error_detail,
+    open_events,
     redact,
     status_error,
     transport_error,
@@ -74,10 +74,7 @@ def usage_from_gemini(meta: Any) -> Usage | None:
         return None
 
     def num(key: str) -> int:
-        value = meta.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return 0
-        return max(int(value), 0) if math.isfinite(value) else 0
+        return token_count(meta, key)
 
     prompt = num("promptTokenCount") + num("toolUsePromptTokenCount")
     thoughts = num("thoughtsTokenCount")
@@ -418,34 +415,16 @@ class GeminiProvider(Provider):
     async def open_stream(self, req: ProviderRequest) -> UpstreamStream:
         channel_id = self.channel.id
         model, url, content = self._prepare(req, "streamGenerateContent?alt=sse")
-        try:
-            request = self.client.build_request(
-                "POST", url, content=content, headers=self._stream_headers, timeout=self._timeout
-            )
-            resp = await self.client.send(request, stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_error(channel_id, exc) from exc
-        is_json = resp.headers.get("content-type", "").startswith("application/json")
-        if resp.status_code == 200 and not is_json:
-            options = req.body.get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return GeminiStream(resp, channel_id, model, include_usage, self.channel.api_key)
-        try:
-            body = await resp.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await resp.aclose()
-        if resp.status_code != 200:
-            raise gemini_status_error(
-                channel_id, resp.status_code, body, secret=self.channel.api_key
-            )
-        # A JSON body instead of events: nothing reached the client, another route may work.
-        text = redact(body, self.channel.api_key)
-        raise UpstreamError(
-            f"channel {channel_id}: upstream answered a stream request with JSON "
-            f"instead of events: {error_detail(text)}",
-            status=200,
-            retryable=True,
-            body=text,
+        resp = await open_events(
+            self.client,
+            url,
+            content,
+            self._stream_headers,
+            self._timeout,
+            channel_id=channel_id,
+            secret=self.channel.api_key,
+            on_status=gemini_status_error,
         )
+        options = req.body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return GeminiStream(resp, channel_id, model, include_usage, self.channel.api_key)

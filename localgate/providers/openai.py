@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -103,6 +104,50 @@ def transport_error(channel_id: str, exc: Exception, *, mid_stream: bool = False
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return UpstreamError(
         f"channel {channel_id}: {what} ({detail})", retryable=retryable, timeout=timeout
+    )
+
+
+async def open_events(
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout,
+    *,
+    channel_id: str,
+    secret: str | None,
+    on_status: Callable[..., UpstreamError] = status_error,
+) -> httpx.Response:
+    """POST a stream request; the response once the upstream answers 200 with
+    events. Anything else is raised as the UpstreamError it amounts to,
+    classified here for every adapter: ``on_status`` reads an error status, and
+    a 200 that carries JSON instead of events (relays that fail late do this) is
+    retryable, since nothing has reached the client yet."""
+    try:
+        request = client.build_request(
+            "POST", url, content=content, headers=headers, timeout=timeout
+        )
+        resp = await client.send(request, stream=True)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise transport_error(channel_id, exc) from exc
+    is_json = resp.headers.get("content-type", "").startswith("application/json")
+    if resp.status_code == 200 and not is_json:
+        return resp
+    try:
+        body = await resp.aread()
+    except httpx.HTTPError:
+        body = b""
+    finally:
+        await resp.aclose()
+    if resp.status_code != 200:
+        raise on_status(channel_id, resp.status_code, body, secret=secret)
+    text = redact(body, secret)
+    raise UpstreamError(
+        f"channel {channel_id}: upstream answered a stream request with JSON "
+        f"instead of events: {error_detail(text)}",
+        status=200,
+        retryable=True,
+        body=text,
     )
 
 
@@ -335,38 +380,16 @@ class OpenAIProvider(Provider):
         stream_class = STREAMS.get(req.endpoint)
         if stream_class is None:
             raise UpstreamError(f"channel {channel_id}: only chat completions and responses stream")
-        try:
-            request = self.client.build_request(
-                "POST",
-                self._urls[req.endpoint],
-                content=dumps(req.body),
-                headers=self._stream_headers,
-                timeout=self._timeout,
-            )
-            resp = await self.client.send(request, stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_error(channel_id, exc) from exc
-        is_json = resp.headers.get("content-type", "").startswith("application/json")
-        if resp.status_code == 200 and not is_json:
-            return stream_class(resp, channel_id)
-        try:
-            content = await resp.aread()
-        except httpx.HTTPError:
-            content = b""
-        finally:
-            await resp.aclose()
-        if resp.status_code != 200:
-            raise status_error(channel_id, resp.status_code, content, secret=self.channel.api_key)
-        # Relays that fail late answer 200 with a JSON error instead of a stream.
-        # Nothing reached the client yet, so another route may still be tried.
-        text = redact(content, self.channel.api_key)
-        raise UpstreamError(
-            f"channel {channel_id}: upstream answered a stream request with JSON "
-            f"instead of events: {error_detail(text)}",
-            status=200,
-            retryable=True,
-            body=text,
+        resp = await open_events(
+            self.client,
+            self._urls[req.endpoint],
+            dumps(req.body),
+            self._stream_headers,
+            self._timeout,
+            channel_id=channel_id,
+            secret=self.channel.api_key,
         )
+        return stream_class(resp, channel_id)
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
