@@ -39,7 +39,7 @@ CSV_COLUMNS = (
     "price_per_request", "cost_exact", "charge", "charge_micros", "currency", "wallet",
     "balance_before", "balance_before_micros", "balance_after", "balance_after_micros",
     "hold", "hold_micros", "ledger_entry_id", "latency_ms", "ttft_ms", "error",
-    "charge_policy",
+    "charge_policy", "dialect", "upstream_kind", "notes",
 )  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
@@ -60,6 +60,7 @@ def csv_record(view: Mapping[str, Any]) -> dict[str, Any]:
         "attempts": json.dumps(view["attempts"], ensure_ascii=False, separators=(",", ":")),
         "price_version": price.get("version"),
         "hold": None if view["hold_micros"] is None else decimal_str(view["hold_micros"]),
+        "notes": "; ".join(view["notes"]) or None,
     }
     for name in ("input", "cached_input", "cache_write", "output", "reasoning", "source"):
         record[f"usage_{name}"] = usage[name]
