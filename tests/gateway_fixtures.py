@@ -1,11 +1,16 @@
-"""Helpers for the gateway tests: a real localgate server on 127.0.0.1.
+"""Helpers for the gateway tests: localgate in front of the fake upstream.
 
 ``run_gateway(tmp_path, channels=[...], models=[...])`` writes a config.toml,
-loads settings with ``localgate.config.load_settings``, serves
-``localgate.web.app.create_app(settings)`` with uvicorn in a background thread
-and yields a :class:`Gate`: the base URL, admin API helpers (keys, wallets,
-receipts, ledger) and an ``openai`` SDK client factory. Everything goes over
-real HTTP, the way an IDE tool would talk to localgate.
+loads settings with ``localgate.config.load_settings``, builds
+``localgate.web.app.create_app(settings)`` and yields a :class:`Gate`: the base
+URL, admin API helpers (keys, wallets, receipts, ledger) and client factories
+(httpx, the ``openai`` SDK). By default the app is served with uvicorn on
+127.0.0.1 in a background thread, the way an IDE tool talks to localgate;
+``in_process=True`` runs it through its ASGI interface instead (no socket, the
+same clients and helpers), which is what request/response tests want: it is
+cheaper, but a response body arrives whole, so stream timing and disconnects
+need the real server. The ``gate`` / ``live_gate`` fixtures of conftest.py
+open one from a module's ``gateway_config`` (a :class:`GatewaySetup`).
 
 ``charge_of`` is the test's own price oracle (Decimal, half-up), written here
 on purpose instead of calling ``localgate.core.pricing``.
@@ -14,8 +19,10 @@ on purpose instead of calling ``localgate.core.pricing``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,12 +34,17 @@ from typing import Any
 import httpx
 import openai
 import uvicorn
+from litestar.testing import TestClient
+from litestar.testing.transport import TestClientTransport
 
 from localgate.config import Settings, load_settings
+from localgate.store import migrations
+from localgate.store.db import open_db
 from localgate.web.app import create_app
 
 UPSTREAM_KEY_ENV = "FAKE_UPSTREAM_KEY"
 UPSTREAM_KEY = "sk-fake-upstream-secret"
+IN_PROCESS_PORT = 4311  # what the config says when no socket is bound: URLs in answers use it
 
 # -- config -------------------------------------------------------------------
 
@@ -127,7 +139,46 @@ def micros(amount: str) -> int:
     return int(Decimal(amount) * 1_000_000)
 
 
-# -- the server -----------------------------------------------------------------
+# -- the database -----------------------------------------------------------------
+
+
+def seed_database(path: Path) -> None:
+    """Put an empty, fully migrated database at ``path`` before the app opens it
+    (unless there is one: a restarted app keeps its data).
+
+    ``Store.open`` then finds no migration to run: migrating costs each test a
+    dozen durable commits, copying a file costs nothing. The image is made once
+    per test process, from the migrations as they are now.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_migrated_image())
+
+
+@functools.cache
+def _migrated_image() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "template.db"
+        conn = open_db(db)
+        try:
+            migrations.apply(conn)
+        finally:
+            conn.close()  # the last connection: the WAL is checkpointed into the file
+        return db.read_bytes()
+
+
+# -- the gateway -------------------------------------------------------------------
+
+
+@dataclass
+class GatewaySetup:
+    """What a test module's gateway looks like: the ``gateway_config`` fixture."""
+
+    channels: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    server: Mapping[str, Any] = field(default_factory=dict)
+    funds: Mapping[str, str] = field(default_factory=dict)  # wallet -> amount, added at start
 
 
 @dataclass
@@ -136,9 +187,8 @@ class Gate:
     app: Any
     port: int
     admin: httpx.Client
-    server: uvicorn.Server
-    thread: threading.Thread
-    sock: socket.socket
+    # None: the app is served on a socket; else requests go through its ASGI interface.
+    transport: httpx.BaseTransport | None = None
     clients: list[Any] = field(default_factory=list)
 
     @property
@@ -232,24 +282,32 @@ class Gate:
     # clients
     def openai(self, key: str, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
+        if self.transport is not None:
+            kw.setdefault("http_client", self._client(transport=self.transport))
         client = openai.OpenAI(base_url=self.v1, api_key=key, timeout=20.0, **kw)
         self.clients.append(client)
         return client
 
-    def http(self, key: str | None = None, **kw: Any) -> httpx.Client:
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=20.0, **kw)
+    def http(
+        self, key: str | None = None, *, headers: Mapping[str, str] | None = None, **kw: Any
+    ) -> httpx.Client:
+        """A client of the gateway, sending ``key`` as a Bearer token (and ``headers``)."""
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        return self._client(base_url=self.base_url, headers={**auth, **(headers or {})}, **kw)
+
+    def _client(self, **kw: Any) -> httpx.Client:
+        if self.transport is not None:
+            kw.setdefault("transport", self.transport)
+        client = httpx.Client(timeout=20.0, **kw)
         self.clients.append(client)
         return client
 
     def close(self) -> None:
+        """Close every client handed out; the server is stopped by run_gateway."""
         for client in self.clients:
             with contextlib.suppress(Exception):
                 client.close()
         self.admin.close()
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
 
 
 def start_uvicorn(app: Any, sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]:
@@ -277,6 +335,14 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: floa
         time.sleep(0.01)
 
 
+def free_socket() -> socket.socket:
+    """A socket bound to a free 127.0.0.1 port, not yet listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @contextlib.contextmanager
 def run_gateway(
     tmp_path: Path,
@@ -285,13 +351,12 @@ def run_gateway(
     models: list[dict[str, Any]],
     server: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    in_process: bool = False,
 ) -> Iterator[Gate]:
-    """A localgate server on a free 127.0.0.1 port, stopped on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """localgate on a free 127.0.0.1 port (or in-process), stopped on exit."""
+    sock = None if in_process else free_socket()
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port = IN_PROCESS_PORT if sock is None else sock.getsockname()[1]
         tmp_path.mkdir(parents=True, exist_ok=True)
         config = tmp_path / "config.toml"
         config.write_text(toml_config({"port": port, **(server or {})}, channels, models))
@@ -300,23 +365,74 @@ def run_gateway(
             config_path=config,
             env={UPSTREAM_KEY_ENV: UPSTREAM_KEY, **(env or {})},
         )
+        seed_database(settings.db_path)
         app = create_app(settings)
-    except BaseException:
-        sock.close()
-        raise
-    uv, thread = start_uvicorn(app, sock)
-    admin = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"authorization": f"Bearer {settings.admin_token}"},
-        timeout=20.0,
-    )
-    gate = Gate(settings, app, port, admin, uv, thread, sock)
-    try:
-        wait_started(uv, thread)
-        assert admin.get("/health").json()["status"] == "ok"
-        yield gate
+        serve = _served_in_process(app) if sock is None else _served_on(app, sock)
+        with serve as transport:
+            admin = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"authorization": f"Bearer {settings.admin_token}"},
+                timeout=20.0,
+                transport=transport,
+            )
+            gate = Gate(settings, app, port, admin, transport)
+            try:
+                assert admin.get("/health").json()["status"] == "ok"
+                yield gate
+            finally:
+                gate.close()
     finally:
-        gate.close()
+        if sock is not None:
+            sock.close()
+
+
+@contextlib.contextmanager
+def open_gate(tmp_path: Path, setup: GatewaySetup, *, in_process: bool) -> Iterator[Gate]:
+    """``run_gateway`` for a :class:`GatewaySetup`, its wallets funded."""
+    with run_gateway(
+        tmp_path,
+        channels=setup.channels,
+        models=setup.models,
+        server=setup.server,
+        in_process=in_process,
+    ) as gate:
+        for wallet, amount in setup.funds.items():
+            gate.fund(wallet, amount)
+        yield gate
+
+
+@contextlib.contextmanager
+def _served_on(app: Any, sock: socket.socket) -> Iterator[None]:
+    server, thread = start_uvicorn(app, sock)
+    try:
+        wait_started(server, thread)
+        yield None
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@contextlib.contextmanager
+def _served_in_process(app: Any) -> Iterator[httpx.BaseTransport]:
+    """A transport into the app's ASGI interface, its lifespan running meanwhile.
+
+    Litestar's test client owns the event loop (a thread) that the lifespan and
+    every request run in; its transport is shared by all the gate's clients so
+    they reach the same app. Server errors come back as a 500, as from uvicorn.
+    """
+    with TestClient(app, base_url=f"http://127.0.0.1:{IN_PROCESS_PORT}") as owner:
+        yield _InProcess(TestClientTransport(owner, raise_server_exceptions=False))
+
+
+class _InProcess(httpx.BaseTransport):
+    """Litestar's transport as an httpx one (it has no ``close``: closing a client
+    must leave the shared app running)."""
+
+    def __init__(self, inner: TestClientTransport[Any]) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(request)
 
 
 # -- SSE ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The admin JSON API through the ASGI app: auth, wallets, ledger pages, adjustments,
-verify, the Host check and the login cookie."""
+"""The admin JSON API through the ASGI app (the ``client`` and ``settings`` fixtures of
+conftest.py): auth, wallets, ledger pages, adjustments, verify, the Host check and the
+login cookie."""
 
 from __future__ import annotations
 
@@ -15,17 +16,6 @@ from localgate.web.security import SESSION_COOKIE
 
 BASE = "http://127.0.0.1:4311"
 USD = 1_000_000
-
-
-@pytest.fixture
-def settings():
-    return load_settings()
-
-
-@pytest.fixture
-async def client(settings):
-    async with AsyncTestClient(app=create_app(settings), base_url=BASE) as c:
-        yield c
 
 
 @pytest.fixture

@@ -1,21 +1,19 @@
 """The top-up journeys in a real browser: Playwright driving Debian's chromium
 against a localgate server on 127.0.0.1 with the sandbox provider.
 
-Screenshots of the post-payment page in each state are saved under
-``artifacts/screenshots/`` (ignored by git; CI keeps them as artifacts).
+Screenshots of the post-payment page in each state are saved in the
+``screenshots`` dir (conftest.py: $LOCALGATE_SCREENSHOTS, else a tmp dir).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import shutil
-import socket
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import gateway_fixtures as gf
 import httpx
 import pytest
 import uvicorn
@@ -24,18 +22,6 @@ from localgate.config import Settings, load_settings
 from localgate.web.app import create_app
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
 
 class Server:
@@ -55,27 +41,11 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[Server]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = gf.free_socket()
     port = sock.getsockname()[1]
     settings = load_settings(data_dir=tmp_path / "data", overrides={"server.port": port})
-    uv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "localgate did not start"
-        time.sleep(0.01)
+    uv, thread = gf.start_uvicorn(create_app(settings), sock)
+    gf.wait_started(uv, thread)
     srv = Server(settings, port, uv, thread)
     try:
         yield srv
@@ -87,29 +57,21 @@ def server(tmp_path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def page(server) -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        pg = context.new_page()
-        pg.set_default_timeout(15_000)
-        pg.goto(f"{server.base}/login?token={server.settings.admin_token}")
-        try:
-            yield pg
-        finally:
-            context.close()
-            browser.close()
+def page(browser, server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    pg.goto(f"{server.base}/login?token={server.settings.admin_token}")
+    try:
+        yield pg
+    finally:
+        context.close()
 
 
-def shot(pg: Any, name: str) -> Path:
-    path = SHOTS / f"{name}.png"
-    pg.screenshot(path=str(path))  # the viewport: what is above the fold
-    return path
+@pytest.fixture
+def shot(shot):
+    """The viewport only: the post-payment page must say it all above the fold."""
+    return functools.partial(shot, full_page=False)
 
 
 def start_topup(
@@ -129,7 +91,7 @@ def hero(pg: Any) -> str:
     return pg.inner_text("#outcome")
 
 
-def test_top_up_credit_pay_land_and_create_a_key(page, server):
+def test_top_up_credit_pay_land_and_create_a_key(page, server, shot):
     topup_id = start_topup(page, server)
     page.click("#sandbox-pay")
     page.wait_for_url(f"{server.base}/billing/topups/{topup_id}")
@@ -151,7 +113,7 @@ def test_top_up_credit_pay_land_and_create_a_key(page, server):
     assert server.api.get("/api/wallets").json()["wallets"][0]["balance_micros"] == 20_000_000
 
 
-def test_pay_later_is_pending_then_completes_by_itself(page, server):
+def test_pay_later_is_pending_then_completes_by_itself(page, server, shot):
     topup_id = start_topup(page, server, method="wechat_pay")
     page.click("#sandbox-pay_later")
     page.wait_for_url(f"{server.base}/billing/topups/{topup_id}")
@@ -167,7 +129,7 @@ def test_pay_later_is_pending_then_completes_by_itself(page, server):
     assert [e["to"] for e in events if e["applied"]] == ["created", "pending", "completed"]
 
 
-def test_cancel_on_the_checkout_moves_no_money_and_offers_a_retry(page, server):
+def test_cancel_on_the_checkout_moves_no_money_and_offers_a_retry(page, server, shot):
     topup_id = start_topup(page, server)
     page.click("#sandbox-cancel")
     page.wait_for_url(f"{server.base}/billing/topups/{topup_id}")
@@ -179,7 +141,7 @@ def test_cancel_on_the_checkout_moves_no_money_and_offers_a_retry(page, server):
     assert page.url.rsplit("/", 1)[1] != topup_id
 
 
-def test_the_other_states_for_the_record(page, server):
+def test_the_other_states_for_the_record(page, server, shot):
     """Declined, expired, refunded, disputed and reinstated, each photographed."""
     api = server.api
 

@@ -1,7 +1,9 @@
-"""The gateway over real HTTP: the official openai SDK, stream relay, key scope,
-rejections and bad input. A real localgate (uvicorn in a thread) in front of the
-fake OpenAI upstream (tests/upstream.py); every charge is checked against the
-test's own Decimal price oracle (gateway_fixtures.charge_of) and the ledger.
+"""The gateway over HTTP: the official openai SDK, stream relay, key scope,
+rejections and bad input. localgate in front of the fake OpenAI upstream
+(tests/upstream.py); every charge is checked against the test's own Decimal price
+oracle (gateway_fixtures.charge_of) and the ledger. The SDK round trips and the
+stream relay talk to a real server (``live_gate``, uvicorn in a thread); the
+request/response checks go through the app in-process (``gate``).
 
 Failures of the upstream (fallback, cuts, disconnects, missing usage):
 test_gateway_failures.py. Concurrency: test_gateway_concurrency.py.
@@ -33,6 +35,7 @@ P_ROUTED = gf.price("CNY", input="1", output="2")
 P_CHEAP = gf.price(input="1", output="1")  # one micro-unit per token
 
 MSG = [{"role": "user", "content": "Say hi"}]
+UNAFFORDABLE = 10_000_000  # output tokens: a $15 hold on gw-chat, more than the $10 funded
 
 
 def standard_config(up: FakeUpstream) -> dict[str, Any]:
@@ -58,11 +61,8 @@ def standard_config(up: FakeUpstream) -> dict[str, Any]:
 
 
 @pytest.fixture
-def gate(tmp_path, upstream):
-    with gf.run_gateway(tmp_path, **standard_config(upstream)) as g:
-        g.fund("credit", "10")
-        g.fund("routed", "100")
-        yield g
+def gateway_config(upstream) -> gf.GatewaySetup:
+    return gf.GatewaySetup(**standard_config(upstream), funds={"credit": "10", "routed": "100"})
 
 
 def money_header(micros: int, currency: str) -> str:
@@ -113,10 +113,11 @@ def test_charge_oracle_rounds_half_up():
     assert charge == 1051  # half-even would say 1050
 
 
-def test_sdk_chat_non_stream(gate, upstream):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_chat_non_stream(live_gate, upstream):
+    client = live_gate.openai(live_gate.key())
     upstream.push(prompt_tokens=1203, cached_tokens=202, completion_tokens=333)
-    before = gate.wallet("credit")["balance_micros"]
+    before = live_gate.wallet("credit")["balance_micros"]
     raw = client.chat.completions.with_raw_response.create(
         model="gw-chat",
         messages=MSG,
@@ -139,7 +140,7 @@ def test_sdk_chat_non_stream(gate, upstream):
     assert sent["messages"] == MSG
 
     expected, exact = gf.charge_of(P_CHAT, prompt=1203, cached=202, completion=333)
-    rec = assert_charged(gate, raw.headers, expected, before=before)
+    rec = assert_charged(live_gate, raw.headers, expected, before=before)
     assert rec["usage"] == {
         "input": 1203,
         "cached_input": 202,
@@ -159,10 +160,11 @@ def test_sdk_chat_non_stream(gate, upstream):
     assert rec["hold_micros"] > 0
 
 
-def test_sdk_chat_stream(gate, upstream):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_chat_stream(live_gate, upstream):
+    client = live_gate.openai(live_gate.key())
     upstream.push(chunks=4, prompt_tokens=1201, completion_tokens=5)
-    before = gate.wallet("credit")["balance_micros"]
+    before = live_gate.wallet("credit")["balance_micros"]
     raw = client.chat.completions.with_raw_response.create(
         model="gw-chat", messages=MSG, stream=True, stream_options={"include_usage": True}
     )
@@ -174,11 +176,12 @@ def test_sdk_chat_stream(gate, upstream):
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 1201
     expected, _ = gf.charge_of(P_CHAT, prompt=1201, completion=5)
     assert expected == 608
-    assert_charged(gate, raw.headers, expected, before=before, stream=True)
+    assert_charged(live_gate, raw.headers, expected, before=before, stream=True)
 
 
-def test_sdk_tools_round_trip(gate, upstream):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_tools_round_trip(live_gate, upstream):
+    client = live_gate.openai(live_gate.key())
     tools = [
         {
             "type": "function",
@@ -194,7 +197,7 @@ def test_sdk_tools_round_trip(gate, upstream):
         }
     ]
     messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
-    balance = gate.wallet("credit")["balance_micros"]
+    balance = live_gate.wallet("credit")["balance_micros"]
 
     upstream.push(prompt_tokens=90, completion_tokens=12)
     raw = client.chat.completions.with_raw_response.create(
@@ -216,7 +219,7 @@ def test_sdk_tools_round_trip(gate, upstream):
     assert sent["tools"] == tools
     assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("auto", True)
     expected, _ = gf.charge_of(P_CHAT, prompt=90, completion=12)
-    assert_charged(gate, raw.headers, expected, before=balance)
+    assert_charged(live_gate, raw.headers, expected, before=balance)
     balance -= expected
 
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
@@ -231,13 +234,14 @@ def test_sdk_tools_round_trip(gate, upstream):
     assert sent["messages"][1]["tool_calls"][0]["id"] == "call_fake_0"
     assert sent["messages"][2] == messages[2]
     expected, _ = gf.charge_of(P_CHAT, prompt=130, completion=7)
-    assert_charged(gate, raw.headers, expected, before=balance)
+    assert_charged(live_gate, raw.headers, expected, before=balance)
 
 
-def test_sdk_embeddings(gate, upstream):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_embeddings(live_gate, upstream):
+    client = live_gate.openai(live_gate.key())
     upstream.push(prompt_tokens=4321)
-    before = gate.wallet("credit")["balance_micros"]
+    before = live_gate.wallet("credit")["balance_micros"]
     raw = client.embeddings.with_raw_response.create(model="gw-embed", input=["a b", "c"])
     result = raw.parse()
     assert [d.index for d in result.data] == [0, 1]
@@ -246,13 +250,14 @@ def test_sdk_embeddings(gate, upstream):
     assert upstream.last.body["model"] == "up-embed"
     expected, exact = gf.charge_of(P_EMBED, prompt=4321)
     assert exact == Decimal("186.42")  # 4321 x 0.02 + 100 per request
-    rec = assert_charged(gate, raw.headers, expected, before=before)
+    rec = assert_charged(live_gate, raw.headers, expected, before=before)
     assert rec["endpoint"] == "/v1/embeddings"
     assert rec["usage"]["input"] == 4321 and rec["usage"]["output"] == 0
 
 
-def test_sdk_models_list_and_retrieve(gate):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_models_list_and_retrieve(live_gate):
+    client = live_gate.openai(live_gate.key())
     models = {m.id: m for m in client.models.list()}
     for mid in ("gw-chat", "gw-embed", "gw-routed", "gw-mixed", "gpt-4o", "gpt-4o-mini"):
         assert mid in models
@@ -287,9 +292,10 @@ def read_events_timed(resp: httpx.Response) -> list[tuple[float, bytes]]:
     return out
 
 
-def test_stream_is_relayed_as_it_arrives_not_buffered(gate, upstream):
+@pytest.mark.slow
+def test_stream_is_relayed_as_it_arrives_not_buffered(live_gate, upstream):
     upstream.push(chunks=6, chunk_delay=0.12)
-    http = gate.http(gate.key())
+    http = live_gate.http(live_gate.key())
     body = {"model": "gw-chat", "messages": MSG, "stream": True}
     start = time.monotonic()
     with http.stream("POST", "/v1/chat/completions", json=body) as resp:
@@ -307,14 +313,15 @@ def test_stream_is_relayed_as_it_arrives_not_buffered(gate, upstream):
     assert first - start < 5.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("include_usage", [False, True])
-def test_stream_ids_usage_chunk_and_final_comment(gate, upstream, include_usage):
+def test_stream_ids_usage_chunk_and_final_comment(live_gate, upstream, include_usage):
     upstream.push(chunks=3, prompt_tokens=77, completion_tokens=3)
-    http = gate.http(gate.key())
+    http = live_gate.http(live_gate.key())
     body: dict[str, Any] = {"model": "gw-chat", "messages": MSG, "stream": True}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
-    before = gate.wallet("credit")["balance_micros"]
+    before = live_gate.wallet("credit")["balance_micros"]
     resp = http.post("/v1/chat/completions", json=body)
     assert resp.status_code == 200
     raw = resp.content
@@ -345,7 +352,7 @@ def test_stream_ids_usage_chunk_and_final_comment(gate, upstream, include_usage)
     comment = gf.receipt_comment(raw)
     rid = resp.headers["x-localgate-receipt"]
     expected, _ = gf.charge_of(P_CHAT, prompt=77, completion=3)
-    rec = assert_charged(gate, resp.headers, expected, before=before, stream=True)
+    rec = assert_charged(live_gate, resp.headers, expected, before=before, stream=True)
     assert comment == {
         "receipt": rid,
         "charge": money_header(expected, "USD").replace(" ", "_"),
@@ -364,7 +371,7 @@ def test_receipt_headers_on_every_response_that_identified_a_key(gate, upstream)
         ({"model": "gw-chat", "messages": MSG, "n": 0}, 400),
         ({"model": "gpt-4o", "messages": MSG}, 403),
         ({"model": "gw-nope", "messages": MSG}, 404),
-        ({"model": "gw-chat", "messages": MSG, "max_tokens": 10**9}, 402),
+        ({"model": "gw-chat", "messages": MSG, "max_tokens": UNAFFORDABLE}, 402),
     ]
     for body, status in cases:
         resp = http.post("/v1/chat/completions", json=body)
@@ -395,7 +402,8 @@ def test_receipt_headers_on_every_response_that_identified_a_key(gate, upstream)
 def test_402_names_its_wallet_in_headers_and_receipt(gate):
     http = gate.http(gate.key())
     resp = http.post(
-        "/v1/chat/completions", json={"model": "gw-chat", "messages": MSG, "max_tokens": 10**9}
+        "/v1/chat/completions",
+        json={"model": "gw-chat", "messages": MSG, "max_tokens": UNAFFORDABLE},
     )
     assert resp.status_code == 402
     rec = gate.receipt(resp.headers["x-localgate-receipt"])
@@ -409,7 +417,7 @@ def test_402_names_its_wallet_in_headers_and_receipt(gate):
 
 
 def test_without_max_tokens_the_upstream_gets_what_the_wallet_affords(tmp_path, upstream):
-    with gf.run_gateway(tmp_path, **standard_config(upstream)) as gate:
+    with gf.run_gateway(tmp_path, **standard_config(upstream), in_process=True) as gate:
         gate.fund("credit", "0.001000")  # 1000 micros = 1000 tokens of gw-cheap
         http = gate.http(gate.key())
         body = {"model": "gw-cheap", "messages": MSG}
@@ -442,11 +450,12 @@ def test_hold_covers_n_choices_of_max_tokens(gate, upstream):
     assert rec["charge_micros"] == 35
 
 
-def test_sdk_stream_tool_calls_pass_through(gate, upstream):
-    client = gate.openai(gate.key())
+@pytest.mark.slow
+def test_sdk_stream_tool_calls_pass_through(live_gate, upstream):
+    client = live_gate.openai(live_gate.key())
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
     upstream.push(prompt_tokens=40, completion_tokens=6)
-    before = gate.wallet("credit")["balance_micros"]
+    before = live_gate.wallet("credit")["balance_micros"]
     raw = client.chat.completions.with_raw_response.create(
         model="gw-chat", messages=MSG, tools=tools, stream=True
     )
@@ -456,7 +465,7 @@ def test_sdk_stream_tool_calls_pass_through(gate, upstream):
     assert "".join(tc.function.arguments or "" for tc in calls) == "{}"
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     expected, _ = gf.charge_of(P_CHAT, prompt=40, completion=6)
-    assert_charged(gate, raw.headers, expected, before=before, stream=True)
+    assert_charged(live_gate, raw.headers, expected, before=before, stream=True)
 
 
 def test_official_openai_channel_gets_max_completion_tokens(tmp_path, upstream):
@@ -464,7 +473,7 @@ def test_official_openai_channel_gets_max_completion_tokens(tmp_path, upstream):
         "channels": [gf.channel("oai-main", upstream.base_url, kind="openai")],
         "models": [gf.model("gw-o", gf.route("oai-main", "o4-mini", P_CHAT))],
     }
-    with gf.run_gateway(tmp_path, **config) as gate:
+    with gf.run_gateway(tmp_path, **config, in_process=True) as gate:
         gate.fund("credit", "1")
         http = gate.http(gate.key())
         resp = http.post("/v1/chat/completions", json={"model": "gw-o", "messages": MSG})
@@ -474,6 +483,7 @@ def test_official_openai_channel_gets_max_completion_tokens(tmp_path, upstream):
         assert sent["max_completion_tokens"] > 0
 
 
+@pytest.mark.slow
 def test_route_priced_in_another_currency_than_its_wallet_stops_start_up(tmp_path, upstream):
     """A USD price on a route paid from the CNY wallet would charge the USD figure
     as yuan: `serve` refuses the config with one line naming the route and the fix."""
@@ -746,7 +756,7 @@ BAD_CHAT = [
 @pytest.fixture
 def small_gate(tmp_path, upstream):
     with gf.run_gateway(
-        tmp_path, **standard_config(upstream), server={"max_body_bytes": 2048}
+        tmp_path, **standard_config(upstream), server={"max_body_bytes": 2048}, in_process=True
     ) as g:
         g.fund("credit", "10")
         yield g
@@ -839,7 +849,7 @@ def test_bare_v1_path_errors_in_openai_shape(small_gate):
 
 
 def test_deeply_nested_json_is_400_not_500(tmp_path, upstream):
-    with gf.run_gateway(tmp_path, **standard_config(upstream)) as gate:
+    with gf.run_gateway(tmp_path, **standard_config(upstream), in_process=True) as gate:
         http = gate.http(gate.key())
         raw = b'{"model": "gw-chat", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
         resp = http.post("/v1/chat/completions", content=raw)

@@ -21,6 +21,7 @@ from upstream import FakeUpstream
 from localgate import tokens
 
 upstream = FakeUpstream.fixture()
+pytestmark = pytest.mark.slow  # hundreds of requests over real connections
 
 PRICE = gf.price(input="1", output="1")  # one micro-unit per token: a hold is easy to know
 MSG = [{"role": "user", "content": "Count to a thousand"}]
@@ -29,14 +30,12 @@ MAX_TOKENS = 1000
 
 
 @pytest.fixture
-def gate(tmp_path, upstream):
-    cfg = {
-        "channels": [gf.channel("up", upstream.base_url)],
-        "models": [gf.model("gw-c", gf.route("up", "c", PRICE), max_output_tokens=4096)],
-    }
-    with gf.run_gateway(tmp_path, **cfg) as g:
-        g.fund("credit", "0.050000")
-        yield g
+def gateway_config(upstream) -> gf.GatewaySetup:
+    return gf.GatewaySetup(
+        channels=[gf.channel("up", upstream.base_url)],
+        models=[gf.model("gw-c", gf.route("up", "c", PRICE), max_output_tokens=4096)],
+        funds={"credit": "0.050000"},
+    )
 
 
 async def fire(gate: gf.Gate, key: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -103,21 +102,21 @@ def check_books(gate: gf.Gate, responses: list[httpx.Response], key_id: str) -> 
     return {"statuses": statuses, "receipts": receipts, "charged": charged}
 
 
-async def test_300_concurrent_requests_against_a_wallet_for_about_50(gate, upstream):
+async def test_300_concurrent_requests_against_a_wallet_for_about_50(live_gate, upstream):
     body = {"model": "gw-c", "messages": MSG, "max_tokens": MAX_TOKENS}
     hold = tokens.count_chat_input_tokens(body) + MAX_TOKENS
     assert 45 <= FUNDS // hold <= 50  # the wallet affords about 50 full-size holds
     # Each call costs a bit more than its hold (the upstream counts more prompt
     # tokens than localgate's estimate): settles reach into the free balance.
     upstream.set(prompt_tokens=50, completion_tokens=MAX_TOKENS, latency=0.02)
-    key = gate.create_key("load")
+    key = live_gate.create_key("load")
 
-    responses = await fire(gate, key["key"], [body] * 300)
+    responses = await fire(live_gate, key["key"], [body] * 300)
 
-    result = check_books(gate, responses, key["id"])
+    result = check_books(live_gate, responses, key["id"])
     ok = result["statuses"][200]
     assert 40 <= ok <= FUNDS // hold
-    assert gate.wallet("credit")["available_micros"] < hold  # the money was used up
+    assert live_gate.wallet("credit")["available_micros"] < hold  # the money was used up
     assert result["statuses"][402] == 300 - ok
     assert len(upstream.requests) == ok  # no request reached the upstream without a hold
     for rec in result["receipts"]:
@@ -127,39 +126,39 @@ async def test_300_concurrent_requests_against_a_wallet_for_about_50(gate, upstr
             assert rec["charge_micros"] == full or (capped and rec["charge_micros"] < full)
 
 
-async def test_concurrent_streams_and_failures_keep_the_books(gate, upstream):
+async def test_concurrent_streams_and_failures_keep_the_books(live_gate, upstream):
     """Streams, upstream failures and refusals interleaved: the same invariants."""
     upstream.set(prompt_tokens=20, completion_tokens=900, chunks=4, chunk_delay=0.01)
     for _ in range(15):
         upstream.push(status=503)
     stream = {"model": "gw-c", "messages": MSG, "max_tokens": MAX_TOKENS, "stream": True}
     plain = {"model": "gw-c", "messages": MSG, "max_tokens": MAX_TOKENS}
-    key = gate.create_key("mixed")
+    key = live_gate.create_key("mixed")
     bodies = [stream if i % 2 else plain for i in range(200)]
 
-    responses = await fire(gate, key["key"], bodies)
+    responses = await fire(live_gate, key["key"], bodies)
 
     # Upstream 503s (single route) are 502 and must not be charged.
     failed = [r for r in responses if r.status_code == 502]
     assert len(failed) <= 15
     rest = [r for r in responses if r.status_code != 502]
     for r in failed:
-        rec = gate.receipt(r.headers["x-localgate-receipt"])
+        rec = live_gate.receipt(r.headers["x-localgate-receipt"])
         assert (rec["status"], rec["charge_micros"]) == ("failed", 0)
     statuses = collections.Counter(r.status_code for r in rest)
     assert set(statuses) <= {200, 402}, statuses
     for r in rest:
         if r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"):
             assert gf.data_events(r.content)[-1] == "[DONE]"
-    receipts = gate.receipts(key=key["id"])
+    receipts = live_gate.receipts(key=key["id"])
     assert len(receipts) == 200
     assert {rec["id"] for rec in receipts} == {r.headers["x-localgate-receipt"] for r in responses}
     assert all(rec["status"] != "pending" for rec in receipts)
-    wallet = gate.wallet("credit")
+    wallet = live_gate.wallet("credit")
     assert wallet["balance_micros"] >= 0 and wallet["held_micros"] == 0
     charged = sum(rec["charge_micros"] for rec in receipts)
     assert charged == FUNDS - wallet["balance_micros"]
     assert all(
-        e["balance_after_micros"] - e["held_after_micros"] >= 0 for e in gate.entries("credit")
+        e["balance_after_micros"] - e["held_after_micros"] >= 0 for e in live_gate.entries("credit")
     )
-    assert gate.verify()["ok"] is True
+    assert live_gate.verify()["ok"] is True

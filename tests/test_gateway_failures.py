@@ -23,6 +23,9 @@ from upstream import FakeUpstream
 
 from localgate import tokens
 
+# Real servers with faults injected on the wire (resets, cuts, disconnects).
+pytestmark = pytest.mark.slow
+
 up_a = FakeUpstream.fixture("up_a")
 up_b = FakeUpstream.fixture("up_b")
 

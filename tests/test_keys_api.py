@@ -1,4 +1,5 @@
-"""The admin JSON API of the gateway: /api/keys and /api/receipts over real HTTP.
+"""The admin JSON API of the gateway: /api/keys and /api/receipts, through the app
+in-process (the ``gate`` fixture of conftest.py).
 
 Keys: created with the secret shown once (never in a list or a get, nor its
 hash), validated field by field, paused / resumed / revoked. Receipts: every
@@ -12,7 +13,6 @@ import json
 from typing import Any
 
 import gateway_fixtures as gf
-import httpx
 import pytest
 from upstream import FakeUpstream
 
@@ -25,22 +25,19 @@ CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture
-def gate(tmp_path, upstream):
-    cfg = {
-        "channels": [
+def gateway_config(upstream) -> gf.GatewaySetup:
+    return gf.GatewaySetup(
+        channels=[
             gf.channel("up1", upstream.base_url),
             gf.channel("rt", upstream.base_url, settlement="routed"),
         ],
-        "models": [
+        models=[
             gf.model("gw-chat", gf.route("up1", "up-chat", P_CHAT)),
             gf.model("gw-embed", gf.route("up1", "up-embed", P_CHAT), kind="embedding"),
             gf.model("gw-routed", gf.route("rt", "rt-chat", P_ROUTED)),
         ],
-    }
-    with gf.run_gateway(tmp_path, **cfg) as g:
-        g.fund("credit", "10")
-        g.fund("routed", "10")
-        yield g
+        funds={"credit": "10", "routed": "10"},
+    )
 
 
 def admin_error(resp) -> dict[str, Any]:
@@ -145,7 +142,7 @@ def test_create_rejects_bodies_that_are_not_objects(gate):
 def test_keys_api_needs_the_admin_token(gate):
     secret = gate.key()
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Bearer {secret}"}):
-        with httpx.Client(base_url=gate.base_url, headers=headers) as anon:
+        with gate.http(headers=headers) as anon:
             for method, path in [
                 ("GET", "/api/keys"),
                 ("POST", "/api/keys"),

@@ -17,7 +17,10 @@ from localgate.store import ledger as ls
 from localgate.store.db import open_db
 from localgate.store.verify import verify as verify_ledger
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.slow,  # a writer process killed mid-burst, three times
+    pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL"),
+]
 
 # Four threads share the one writer: holds are placed, settled (below, at and
 # above the hold), released, adjusted up and down, so batches of mixed jobs

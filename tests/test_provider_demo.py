@@ -19,17 +19,12 @@ from localgate.providers import ProviderRequest
 from localgate.providers.demo import DemoProvider, compose_answer
 
 
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient() as c:  # the demo never uses it; the interface wants one
-        yield c
-
-
 async def drain(stream) -> list:
     return [event async for event in stream]
 
 
-def demo(client: httpx.AsyncClient, delay_ms: float = 0) -> DemoProvider:
+def demo(http_client: httpx.AsyncClient, delay_ms: float = 0) -> DemoProvider:
+    """The demo provider; it never uses ``http_client``, the interface wants one."""
     settings = ChannelSettings(
         id="demo",
         kind="demo",
@@ -38,7 +33,7 @@ def demo(client: httpx.AsyncClient, delay_ms: float = 0) -> DemoProvider:
         settlement="official",
         options={"chunk_delay_ms": delay_ms},
     )
-    return DemoProvider(settings, client)
+    return DemoProvider(settings, http_client)
 
 
 DEMO_CHAT = {
@@ -56,9 +51,9 @@ DEMO_CHAT = {
 }
 
 
-async def test_demo_is_deterministic_with_exact_usage(client):
-    first = await demo(client).complete(ProviderRequest("chat", DEMO_CHAT))
-    second = await demo(client).complete(ProviderRequest("chat", DEMO_CHAT))
+async def test_demo_is_deterministic_with_exact_usage(http_client):
+    first = await demo(http_client).complete(ProviderRequest("chat", DEMO_CHAT))
+    second = await demo(http_client).complete(ProviderRequest("chat", DEMO_CHAT))
     assert first.body["id"] == second.body["id"] and first.body["id"].startswith("chatcmpl-demo-")
     assert first.body["object"] == "chat.completion" and first.body["model"] == "demo-1"
     text = first.body["choices"][0]["message"]["content"]
@@ -72,10 +67,10 @@ async def test_demo_is_deterministic_with_exact_usage(client):
     assert json.loads(first.content) == first.body
 
 
-async def test_demo_stream_matches_non_stream(client):
+async def test_demo_stream_matches_non_stream(http_client):
     body = {**DEMO_CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    whole = await demo(client).complete(ProviderRequest("chat", DEMO_CHAT))
-    stream = await demo(client, delay_ms=1).open_stream(ProviderRequest("chat", body, True))
+    whole = await demo(http_client).complete(ProviderRequest("chat", DEMO_CHAT))
+    stream = await demo(http_client, delay_ms=1).open_stream(ProviderRequest("chat", body, True))
     events = await drain(stream)
     assert events[-1].done and events[-2].usage_only
     chunks = [json.loads(e.raw[6:]) for e in events[:-1]]
@@ -86,8 +81,8 @@ async def test_demo_stream_matches_non_stream(client):
     assert stream.usage == whole.usage and stream.completed and stream.finish_reason == "stop"
 
 
-async def test_demo_stream_without_include_usage_still_knows_usage(client):
-    stream = await demo(client).open_stream(
+async def test_demo_stream_without_include_usage_still_knows_usage(http_client):
+    stream = await demo(http_client).open_stream(
         ProviderRequest("chat", {**DEMO_CHAT, "stream": True}, True)
     )
     events = await drain(stream)
@@ -99,25 +94,27 @@ async def test_demo_stream_without_include_usage_still_knows_usage(client):
     )
 
 
-async def test_demo_aclose_stops_the_stream(client):
-    stream = await demo(client, delay_ms=5).open_stream(ProviderRequest("chat", DEMO_CHAT, True))
+async def test_demo_aclose_stops_the_stream(http_client):
+    stream = await demo(http_client, delay_ms=5).open_stream(
+        ProviderRequest("chat", DEMO_CHAT, True)
+    )
     await stream.__anext__()
     await stream.aclose()
     assert [e async for e in stream] == [] and not stream.completed and stream.usage is None
 
 
 @pytest.mark.parametrize("key", ["max_tokens", "max_completion_tokens"])
-async def test_demo_honours_max_tokens(client, key):
-    resp = await demo(client).complete(ProviderRequest("chat", {**DEMO_CHAT, key: 10}))
+async def test_demo_honours_max_tokens(http_client, key):
+    resp = await demo(http_client).complete(ProviderRequest("chat", {**DEMO_CHAT, key: 10}))
     choice = resp.body["choices"][0]
     assert choice["finish_reason"] == "length"
     assert 0 < resp.usage.output <= 10
     assert resp.usage.output == tokens.count_tokens(choice["message"]["content"], "demo-1")
 
 
-async def test_demo_n_choices(client):
-    one = await demo(client).complete(ProviderRequest("chat", DEMO_CHAT))
-    two = await demo(client).complete(ProviderRequest("chat", {**DEMO_CHAT, "n": 2}))
+async def test_demo_n_choices(http_client):
+    one = await demo(http_client).complete(ProviderRequest("chat", DEMO_CHAT))
+    two = await demo(http_client).complete(ProviderRequest("chat", {**DEMO_CHAT, "n": 2}))
     assert [c["index"] for c in two.body["choices"]] == [0, 1]
     assert two.usage.output == 2 * one.usage.output
 
@@ -143,15 +140,17 @@ WEATHER = {
 @pytest.mark.parametrize(
     "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
 )
-async def test_demo_tool_call_and_round_trip(client, choice):
+async def test_demo_tool_call_and_round_trip(http_client, choice):
     body = {**DEMO_CHAT, "tools": [WEATHER], "tool_choice": choice}
-    resp = await demo(client).complete(ProviderRequest("chat", body))
+    resp = await demo(http_client).complete(ProviderRequest("chat", body))
     message = resp.body["choices"][0]["message"]
     assert resp.body["choices"][0]["finish_reason"] == "tool_calls"
     call = message["tool_calls"][0]
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == {"city": "demo", "days": 0, "unit": "c"}
-    stream = await demo(client).open_stream(ProviderRequest("chat", {**body, "stream": True}, True))
+    stream = await demo(http_client).open_stream(
+        ProviderRequest("chat", {**body, "stream": True}, True)
+    )
     await drain(stream)
     assert stream.finish_reason == "tool_calls"
     assert stream.output_text == "get_weather" + call["function"]["arguments"]
@@ -166,23 +165,25 @@ async def test_demo_tool_call_and_round_trip(client, choice):
             {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 C"},
         ],
     }
-    answer = await demo(client).complete(ProviderRequest("chat", back))
+    answer = await demo(http_client).complete(ProviderRequest("chat", back))
     assert '"sunny, 21 C"' in answer.body["choices"][0]["message"]["content"]
 
 
-async def test_demo_auto_tool_choice_answers_in_text(client):
-    resp = await demo(client).complete(ProviderRequest("chat", {**DEMO_CHAT, "tools": [WEATHER]}))
+async def test_demo_auto_tool_choice_answers_in_text(http_client):
+    resp = await demo(http_client).complete(
+        ProviderRequest("chat", {**DEMO_CHAT, "tools": [WEATHER]})
+    )
     assert resp.body["choices"][0]["message"]["content"]
 
 
-async def test_demo_embeddings(client):
+async def test_demo_embeddings(http_client):
     body = {"model": "demo-embed", "input": ["hello", "world", "hello"]}
-    resp = await demo(client).complete(ProviderRequest("embeddings", body))
+    resp = await demo(http_client).complete(ProviderRequest("embeddings", body))
     vectors = [d["embedding"] for d in resp.body["data"]]
     assert all(len(v) == 256 and math.isclose(math.fsum(x * x for x in v), 1.0) for v in vectors)
     assert vectors[0] == vectors[2] != vectors[1]
     assert resp.usage == Usage(input=tokens.count_embedding_input_tokens(body))
-    packed = await demo(client).complete(
+    packed = await demo(http_client).complete(
         ProviderRequest("embeddings", {**body, "encoding_format": "base64", "dimensions": 8})
     )
     raw = base64.b64decode(packed.body["data"][0]["embedding"])
@@ -194,6 +195,6 @@ def test_compose_answer_without_user_message():
     assert "no user message" in compose_answer("not a list")
 
 
-async def test_demo_rejects_a_bad_delay_option(client):
+async def test_demo_rejects_a_bad_delay_option(http_client):
     with pytest.raises(ConfigError, match="chunk_delay_ms"):
-        demo(client, delay_ms="fast")
+        demo(http_client, delay_ms="fast")

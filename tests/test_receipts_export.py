@@ -9,6 +9,7 @@ import json
 import tracemalloc
 from datetime import UTC, datetime
 
+import pytest
 from click.testing import CliRunner
 from ui_helpers import chat, ui_client
 
@@ -112,6 +113,7 @@ def test_export_is_lazy_batch_by_batch(tmp_path):
     assert len(list(csv.DictReader(io.StringIO(body)))) == expected
 
 
+@pytest.mark.slow
 def test_export_memory_stays_flat_as_receipts_grow(tmp_path):
     """Peak memory while exporting does not grow with the number of receipts."""
     peaks = {}

@@ -380,6 +380,7 @@ odd_bodies = st.dictionaries(
 )
 
 
+@pytest.mark.slow  # 200 examples
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -13,6 +13,7 @@ import tomllib
 
 import anthropic
 import openai
+import pytest
 import yaml
 from ui_helpers import live_server
 
@@ -109,6 +110,7 @@ def test_shell_snippets_split_cleanly():
     assert f"Authorization: Bearer {KEY}" in argv
 
 
+@pytest.mark.slow  # a real server, the snippets run in subprocesses
 def test_openai_sdk_and_curl_snippets_work_against_localgate(tmp_path):
     with live_server(tmp_path) as live:
         live.fund("routed", "1")
@@ -137,6 +139,7 @@ def test_openai_sdk_and_curl_snippets_work_against_localgate(tmp_path):
             assert "localgate-demo" in listing.stdout
 
 
+@pytest.mark.slow  # a real server, the snippets run in subprocesses
 def test_claude_code_codex_and_anthropic_sdk_setups_work_as_written(tmp_path):
     """Each snippet as a tool would read it: Claude Code's settings.json env (base URL
     without /v1, the key as a bearer token, always streaming, ?beta=true), Codex

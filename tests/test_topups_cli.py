@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import pytest
 from click.testing import CliRunner
 from topup_helpers import USD, balance, ledger, make_settings
 
@@ -35,6 +36,7 @@ def _pay_when_created(settings, action: str) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow  # the command polls once a second
 def test_topup_waits_and_shows_the_arrival():
     settings = make_settings()
     payer = _pay_when_created(settings, "pay")
@@ -46,6 +48,7 @@ def test_topup_waits_and_shows_the_arrival():
     assert balance(settings) == 20 * USD and len(ledger(settings, kind="topup")) == 1
 
 
+@pytest.mark.slow  # the command polls once a second
 def test_topup_declined_exits_1():
     settings = make_settings()
     payer = _pay_when_created(settings, "decline")

@@ -15,6 +15,7 @@ from topup_helpers import (
     ledger,
     make_settings,
     no_loop,
+    payments,
     verify_ok,
 )
 
@@ -29,16 +30,11 @@ def hosted():
 
 
 @pytest.fixture
-def settings(monkeypatch, hosted):
+def settings_overrides(monkeypatch, hosted):
+    """The hosted provider against the local server, its sync loop off (a test syncs)."""
     no_loop(monkeypatch)
     monkeypatch.setenv("LOCALGATE_HOSTED_TOKEN", TOKEN)
-    return make_settings("hosted", hosted__base_url=hosted.base_url)
-
-
-@pytest.fixture
-async def client(settings):
-    async with app_client(settings) as c:
-        yield c
+    return payments("hosted", hosted__base_url=hosted.base_url)
 
 
 async def create(client, settings, amount="20", wallet="credit", method="card"):

@@ -11,14 +11,13 @@ import pytest
 from topup_helpers import (
     BASE,
     USD,
-    app_client,
     auth,
     balance,
     form_headers,
     ledger,
     login,
-    make_settings,
     no_loop,
+    payments,
     text,
     verify_ok,
     wallet_row,
@@ -29,15 +28,10 @@ from localgate.store import ledger as ledger_store
 
 
 @pytest.fixture
-def settings(monkeypatch):
+def settings_overrides(monkeypatch):
+    """The sandbox provider, its sync loop off (a test decides when syncs happen)."""
     no_loop(monkeypatch)
-    return make_settings("sandbox")
-
-
-@pytest.fixture
-async def client(settings):
-    async with app_client(settings) as c:
-        yield c
+    return payments("sandbox")
 
 
 async def create(client, settings, wallet="credit", amount="20", method=None):

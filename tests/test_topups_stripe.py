@@ -18,6 +18,7 @@ from topup_helpers import (
     login,
     make_settings,
     no_loop,
+    payments,
     text,
     verify_ok,
 )
@@ -36,15 +37,10 @@ def env(monkeypatch):
 
 
 @pytest.fixture
-def settings(monkeypatch, env, stripe_api):
+def settings_overrides(monkeypatch, env, stripe_api):
+    """Stripe against the local Stripe-shaped server, the sync loop off (a test syncs)."""
     no_loop(monkeypatch)
-    return make_settings("stripe", payments__stripe__api_base=stripe_api.base_url)
-
-
-@pytest.fixture
-async def client(settings):
-    async with app_client(settings) as c:
-        yield c
+    return payments("stripe", payments__stripe__api_base=stripe_api.base_url)
 
 
 async def create(client, settings, amount="20", method="card", wallet="credit"):

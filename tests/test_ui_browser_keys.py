@@ -1,47 +1,21 @@
 """Browser journeys on the Keys, Playground, Models and Settings pages (Playwright driving
 Debian's chromium): create a key -> copy it -> send a test request -> its receipt; a
 playground run -> its receipt page; the kill switch -> a tool's request is refused with
-a clear error. Screenshots go to artifacts/screenshots/ (gitignored)."""
+a clear error. Screenshots go to the ``screenshots`` dir (conftest.py)."""
 
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import openai
 import pytest
 from ui_helpers import live_server
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt install chromium)"),
-]
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+pytestmark = pytest.mark.browser
 SLOW_DEMO = '[[channels]]\nid = "demo"\nkind = "demo"\noptions = { chunk_delay_ms = 25 }\n'
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def logged_in(browser: Browser, live) -> Page:
@@ -53,12 +27,7 @@ def logged_in(browser: Browser, live) -> Page:
     return page
 
 
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def test_create_key_copy_send_test_request_then_receipt(browser, tmp_path):
+def test_create_key_copy_send_test_request_then_receipt(browser, tmp_path, shot):
     with live_server(tmp_path) as live:
         live.fund("routed", "2")
         page = logged_in(browser, live)
@@ -109,7 +78,7 @@ def test_create_key_copy_send_test_request_then_receipt(browser, tmp_path):
         shot(page, "keys")
 
 
-def test_playground_run_streams_then_its_receipt_page(browser, tmp_path):
+def test_playground_run_streams_then_its_receipt_page(browser, tmp_path, shot):
     with live_server(tmp_path, SLOW_DEMO) as live:
         live.fund("routed", "2")
         page = logged_in(browser, live)
@@ -140,7 +109,7 @@ def test_playground_run_streams_then_its_receipt_page(browser, tmp_path):
         shot(page, "receipt-from-playground")
 
 
-def test_playground_without_javascript_still_answers(browser, tmp_path):
+def test_playground_without_javascript_still_answers(browser, tmp_path, shot):
     with live_server(tmp_path) as live:
         live.fund("routed", "2")
         context = browser.new_context(java_script_enabled=False)
@@ -154,7 +123,7 @@ def test_playground_without_javascript_still_answers(browser, tmp_path):
         context.close()
 
 
-def test_kill_switch_then_a_tool_request_is_refused_clearly(browser, tmp_path):
+def test_kill_switch_then_a_tool_request_is_refused_clearly(browser, tmp_path, shot):
     with live_server(tmp_path) as live:
         live.fund("routed", "2")
         keys = [
@@ -192,7 +161,7 @@ def test_kill_switch_then_a_tool_request_is_refused_clearly(browser, tmp_path):
         client.close()
 
 
-def test_models_and_settings_pages(browser, tmp_path):
+def test_models_and_settings_pages(browser, tmp_path, shot):
     with live_server(tmp_path) as live:
         page = logged_in(browser, live)
         page.goto(f"{live.base_url}/models?all=1")

@@ -1,57 +1,27 @@
 """Browser journeys over the money pages (Playwright driving Debian's chromium).
 
-- the login link that ``serve`` prints -> the dashboard;
+- the login link (``serve`` on first run, ``localgate login``) -> the dashboard;
 - receipts: filter by tool, export CSV, download it and parse it; open a
   receipt, follow its ledger entry to the wallet page.
 
-Screenshots of each page go to artifacts/screenshots/ (ignored by git).
+Screenshots of each page go to the ``screenshots`` dir (conftest.py).
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 from ui_helpers import chat, live_server
 
-CHROMIUM = shutil.which("chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium"),
-]
+pytestmark = pytest.mark.browser
 
 TOOLS = (
     ("Cursor/1.7.2", "cursor laptop"),
     ("claude-cli/2.0.1 (external, cli)", "claude box"),
     ("aider/0.86 openai/python 1.99", "aider"),
 )
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _traffic(live) -> dict[str, list[str]]:
@@ -90,14 +60,14 @@ def _traffic(live) -> dict[str, list[str]]:
     return by_tool
 
 
-def test_login_link_opens_the_dashboard(tmp_path, browser):
+def test_login_link_opens_the_dashboard(tmp_path, browser, shot):
     with live_server(tmp_path) as live:
         _traffic(live)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{live.base_url}/receipts")
         assert page.url.startswith(f"{live.base_url}/login/help")
         assert "localgate serve" in page.inner_text("main")
-        page.screenshot(path=str(SHOTS / "login-help.png"), full_page=True)
+        shot(page, "login-help")
 
         page.goto(f"{live.base_url}/login?token={live.settings.admin_token}")
         assert page.url == f"{live.base_url}/"
@@ -106,11 +76,11 @@ def test_login_link_opens_the_dashboard(tmp_path, browser):
         assert page.locator("svg.chart").count() == 2
         assert page.locator("#top-tool").get_by_role("link", name="Cursor").count() == 1
         assert page.locator("#recent tbody tr").count() == 8
-        page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+        shot(page, "dashboard")
         page.close()
 
 
-def test_filter_receipts_export_csv_and_follow_a_receipt(tmp_path, browser):
+def test_filter_receipts_export_csv_and_follow_a_receipt(tmp_path, browser, shot):
     with live_server(tmp_path) as live:
         by_tool = _traffic(live)
         context = browser.new_context(
@@ -131,7 +101,7 @@ def test_filter_receipts_export_csv_and_follow_a_receipt(tmp_path, browser):
         )
         assert shown == list(reversed(by_tool["claude-cli"]))
         assert page.locator(".chip").count() == 2
-        page.screenshot(path=str(SHOTS / "receipts.png"), full_page=True)
+        shot(page, "receipts")
 
         with page.expect_download() as info:
             page.locator("#export-csv").click()
@@ -151,7 +121,7 @@ def test_filter_receipts_export_csv_and_follow_a_receipt(tmp_path, browser):
         assert page.locator("#receipt-id").inner_text() == shown[0]
         assert "Claude Code" in page.locator("#request").inner_text()
         assert page.locator(".counterfactual").inner_text().startswith("¥")
-        page.screenshot(path=str(SHOTS / "receipt.png"), full_page=True)
+        shot(page, "receipt")
 
         entry = page.locator("#ledger-entry-link").get_attribute("href").rsplit("-", 1)[1]
         page.locator("#ledger-entry-link").click()
@@ -160,7 +130,7 @@ def test_filter_receipts_export_csv_and_follow_a_receipt(tmp_path, browser):
         assert "focus" in row.get_attribute("class")
         assert row.locator("details").evaluate("d => d.open")
         assert "hold:credit" in row.inner_text()
-        page.screenshot(path=str(SHOTS / "wallet.png"), full_page=True)
+        shot(page, "wallet")
 
         # A bare #entry-N link (the post-payment page's form) finds the entry even
         # when the page shown does not hold it: here a filter hides the top-up.

@@ -19,10 +19,15 @@ BASE = "http://127.0.0.1:4311"
 USD = 1_000_000
 
 
-def make_settings(provider: str = "sandbox", **values: Any) -> Settings:
+def payments(provider: str = "sandbox", **values: Any) -> dict[str, Any]:
+    """Config overrides for a payments provider; ``a__b=v`` stands for ``a.b = v``."""
     overrides = {"payments.provider": provider}
     overrides.update({k.replace("__", "."): v for k, v in values.items()})
-    return load_settings(overrides=overrides)
+    return overrides
+
+
+def make_settings(provider: str = "sandbox", **values: Any) -> Settings:
+    return load_settings(overrides=payments(provider, **values))
 
 
 def auth(settings: Settings) -> dict[str, str]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway_fixtures import start_uvicorn, wait_started
+from gateway_fixtures import free_socket, seed_database, start_uvicorn, wait_started
 from litestar.testing import AsyncTestClient
 
 from localgate.config import Settings, load_settings
@@ -36,7 +35,9 @@ def make_settings(
     data_dir.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.toml"
     path.write_text(f"[server]\nport = {port}\n{config}")
-    return load_settings(data_dir=data_dir, config_path=path, env=dict(env or {}))
+    settings = load_settings(data_dir=data_dir, config_path=path, env=dict(env or {}))
+    seed_database(settings.db_path)
+    return settings
 
 
 @dataclass
@@ -153,9 +154,7 @@ class Live:
 def live_server(
     tmp_path: Path, config: str = "", env: Mapping[str, str] | None = None
 ) -> Iterator[Live]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = free_socket()
     port = sock.getsockname()[1]
     settings = make_settings(tmp_path, config, env, port=port)
     app = create_app(settings)
