@@ -11,8 +11,9 @@ Stripe speaks "minor units" (cents, or whole yen for zero-decimal currencies);
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from localgate.errors import MoneyError
 
@@ -52,24 +53,87 @@ def currency(code: str) -> Currency:
     return Currency(code, _SYMBOLS.get(code, code + " "), digits)
 
 
+# What an amount or price may look like as text: ASCII digits with an optional
+# sign, point and exponent ("20", "-0.25", "1e-6"). Nothing else: no "1_000", no
+# fullwidth or Arabic-Indic digits (which Decimal and int accept), no spaces inside.
+_DECIMAL_TEXT = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?", re.ASCII)
+# Longer text is refused before it is parsed at all, so no input makes the
+# parse expensive; it is far more than any real amount or price needs.
+MAX_TEXT = 40
+MAX_INTEGER_DIGITS = 15  # digits before the point (of the value, not the text)
+_ASCII_SPACE = " \t\r\n"
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message, cut short: an answer never echoes a huge input."""
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return repr(value[:MAX_TEXT]) + "..."
+    return repr(value)
+
+
+def _parts(value: str | int | Decimal, what: str) -> tuple[int, int, int]:
+    """``value`` as exact (sign, coefficient, exponent), checked on the text first.
+
+    The value is ``(-1)**sign * coefficient * 10**exponent``; the exponent is
+    bounded, so callers may compute with it.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        kind = "a float" if isinstance(value, float) else type(value).__name__
+        raise MoneyError(f"{what} must be a decimal string, not {kind}: {_shown(value)}")
+    if isinstance(value, int):
+        if abs(value) >= 10**MAX_INTEGER_DIGITS:
+            raise MoneyError(f"{what} is too large: {_shown(value)}")
+        return int(value < 0), abs(value), 0
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise MoneyError(f"{what} must be a finite number: {_shown(value)}")
+        sign, digits, exp = value.as_tuple()
+        return _bounded(sign, int("".join(map(str, digits))), int(exp), value, what)
+    text = value.strip(_ASCII_SPACE)
+    match = _DECIMAL_TEXT.fullmatch(text) if len(text) <= MAX_TEXT else None
+    if match is None or not (match[2] or match[3]):
+        if len(text) > MAX_TEXT and text.isascii() and text.isdigit():
+            raise MoneyError(f"{what} is too large: {_shown(value)}")
+        raise MoneyError(
+            f"{what} is not a decimal number: {_shown(value)} (ASCII digits with an optional "
+            "sign and point, like 20 or -0.25)"
+        )
+    minus, whole, frac, power = match[1], match[2], match[3] or "", match[4] or "0"
+    # At most MAX_TEXT digits each: these int() calls are cheap.
+    return _bounded(
+        int(minus == "-"), int(whole + frac or "0"), int(power) - len(frac), value, what
+    )
+
+
+def _bounded(
+    sign: int, coefficient: int, exponent: int, value: object, what: str
+) -> tuple[int, int, int]:
+    if not coefficient:
+        return sign, 0, 0  # zero, whatever its exponent ("0e999999999")
+    if len(str(coefficient)) + exponent > MAX_INTEGER_DIGITS:
+        raise MoneyError(f"{what} is too large: {_shown(value)}")
+    # A smaller exponent than any text of MAX_TEXT can need is just zero, or a
+    # fraction finer than anything money counts.
+    if exponent < -4 * MAX_TEXT:
+        raise MoneyError(f"{what} has far too many decimals: {_shown(value)}")
+    return sign, coefficient, exponent
+
+
 def to_decimal(value: str | int | Decimal, *, what: str = "amount") -> Decimal:
-    """Parse a decimal string (or int/Decimal) strictly: no floats, no NaN, no inf."""
-    if isinstance(value, bool | float):
-        raise MoneyError(f"{what} must be a decimal string, not a float: {value!r}")
-    try:
-        d = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except (InvalidOperation, ValueError, TypeError) as exc:
-        raise MoneyError(f"{what} is not a decimal number: {value!r}") from exc
-    if not d.is_finite():
-        raise MoneyError(f"{what} must be a finite number: {value!r}")
-    return d
+    """Parse a decimal string (or int/Decimal) strictly: ASCII text of at most
+    MAX_TEXT characters, no floats, no NaN, no inf, at most 15 integer digits."""
+    sign, coefficient, exponent = _parts(value, what)
+    # The constructor is exact; arithmetic would round to the context's precision.
+    return Decimal(f"{'-' if sign else ''}{coefficient}E{exponent}")
 
 
 def parse_price(value: str | int | Decimal, *, what: str = "price") -> Decimal:
-    """A price per 1M tokens (or per request): a non-negative finite Decimal."""
+    """A price per 1M tokens (or per request): a non-negative finite Decimal.
+
+    Unlike an amount it may have any number of decimals (within MAX_TEXT)."""
     d = to_decimal(value, what=what)
     if d < 0:
-        raise MoneyError(f"{what} must not be negative: {value!r}")
+        raise MoneyError(f"{what} must not be negative: {_shown(value)}")
     return d
 
 
@@ -77,28 +141,19 @@ def parse_amount(value: str | int | Decimal, *, what: str = "amount") -> int:
     """An amount in currency units ("20", "0.000420") to exact micros.
 
     More than six decimals would need rounding, so it is refused rather than
-    silently rounded.
+    silently rounded. The text is checked before anything is computed from it
+    (see ``_DECIMAL_TEXT``), and the arithmetic is on integers: Decimal would
+    round to its context's 28 digits and could turn 7+ decimals into a micro.
     """
-    d = to_decimal(value, what=what)
-    # Integer arithmetic on the digits: Decimal arithmetic would round to the
-    # context's 28 digits and could turn 7+ decimals into a whole micro.
-    sign, digits, exponent = d.as_tuple()
-    coefficient = int("".join(map(str, digits)))
-    shift = int(exponent) + MICRO_DIGITS
-    rest = 0
-    if coefficient and d.adjusted() + MICRO_DIGITS > 18:
-        micros = MAX_AMOUNT_MICROS + 1  # huge: refused below without computing it
-    elif shift >= 0:
-        micros = coefficient * 10**shift
-    elif -shift > len(digits):
-        micros, rest = 0, coefficient
-    else:
-        micros, rest = divmod(coefficient, 10**-shift)
+    sign, coefficient, exponent = _parts(value, what)
+    shift = exponent + MICRO_DIGITS
+    scale: int = 10 ** abs(shift)  # |shift| is bounded by _parts
+    micros, rest = (coefficient * scale, 0) if shift >= 0 else divmod(coefficient, scale)
     if rest:
-        raise MoneyError(f"{what} has more than {MICRO_DIGITS} decimals: {value!r}")
+        raise MoneyError(f"{what} has more than {MICRO_DIGITS} decimals: {_shown(value)}")
     if micros > MAX_AMOUNT_MICROS:
         raise MoneyError(
-            f"{what} is too large: {value!r} (at most {MAX_AMOUNT_MICROS // MICROS_PER_UNIT})"
+            f"{what} is too large: {_shown(value)} (at most {MAX_AMOUNT_MICROS // MICROS_PER_UNIT})"
         )
     return -micros if sign else micros
 

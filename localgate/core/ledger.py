@@ -91,6 +91,10 @@ class EntryDraft:
         if self.kind not in ENTRY_KINDS:
             raise LedgerError(f"unknown entry kind {self.kind!r}")
         check_balanced(self.postings)
+        for text in (self.memo, self.idempotency_key):
+            if text is not None and not _is_unicode(text):
+                # Its hash is over UTF-8, which a lone surrogate cannot be written in.
+                raise LedgerError(f"entry text is not valid Unicode: {text[:60]!r}")
         if self.wallet_id is not None:
             for posting in self.postings:
                 name, _, owner = posting.account.partition(":")
@@ -131,6 +135,16 @@ class WalletBalance:
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_balanced(postings: Sequence[Posting]) -> None:

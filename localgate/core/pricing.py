@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_PREC, ROUND_CEILING, Decimal, localcontext
 
 from localgate.money import MICROS_PER_UNIT, parse_price, round_micros
 
 USAGE_SOURCES = ("upstream", "estimated")
+# The most output tokens a request may ask for (``max_tokens`` and its kin): far
+# beyond any model's limit, small enough that a worst-case hold is ordinary money.
+MAX_OUTPUT_TOKENS = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +154,15 @@ def worst_case_micros(input_tokens: int, max_output: int, price: Price) -> int:
         rates.append(price.cache_write)
     if price.cached_input is not None:
         rates.append(price.cached_input)
-    exact = input_tokens * max(rates) + max_output * price.output
-    exact += price.per_request * MICROS_PER_UNIT
-    # Round up, never down: a hold must cover the charge.
-    whole = round_micros(exact)
-    return whole + 1 if whole < exact else whole
+    # Exact whatever the sizes: the default context keeps 28 digits, and a
+    # product past them would be rounded, or refused by round_micros.
+    with localcontext() as ctx:
+        ctx.prec = MAX_PREC
+        exact = input_tokens * max(rates) + max_output * price.output
+        exact += price.per_request * MICROS_PER_UNIT
+        # Round up, never down: a hold must cover the charge.
+        whole = int(exact.to_integral_value(rounding=ROUND_CEILING))
+    return whole
 
 
 def affordable_output(budget_micros: int, input_tokens: int, price: Price) -> int:

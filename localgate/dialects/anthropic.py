@@ -370,7 +370,7 @@ def _chat_tool_choice(choice: object, chat: dict[str, Any], notes: list[str]) ->
     if kind == "tool":
         name = text_of(choice, "tool_choice", "name")
         chat["tool_choice"] = {"type": "function", "function": {"name": name}}
-    elif kind in TOOL_CHOICES:
+    elif isinstance(kind, str) and kind in TOOL_CHOICES:
         chat["tool_choice"] = TOOL_CHOICES[kind]
     else:
         raise BadRequest(f"tool_choice.type: unknown {kind!r}", param="tool_choice.type")

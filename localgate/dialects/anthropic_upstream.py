@@ -186,10 +186,16 @@ def _anthropic_tools(body: dict[str, Any], out: dict[str, Any]) -> None:
     tools = body.get("tools")
     if not tools:
         return
+    if not isinstance(tools, list):
+        raise BadRequest("tools must be a list of function tools", param="tools")
     converted = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(function, dict):
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type") != "function"
+            or not isinstance(function, dict)
+        ):
             raise BadRequest(f"tools.{i}: only function tools reach Anthropic", param=f"tools.{i}")
         entry: dict[str, Any] = {
             "name": text_of(function, f"tools.{i}.function", "name"),
@@ -215,9 +221,9 @@ def _anthropic_tools(body: dict[str, Any], out: dict[str, Any]) -> None:
 
 def _thinking(body: dict[str, Any], max_tokens: int) -> dict[str, Any] | None:
     effort = body.get("reasoning_effort")
-    if effort is None or effort in NO_THINKING:
+    if effort is None or (isinstance(effort, str) and effort in NO_THINKING):
         return None
-    if effort not in THINKING_BUDGETS:
+    if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
         raise BadRequest(f"reasoning_effort: unknown {effort!r}", param="reasoning_effort")
     budget = min(THINKING_BUDGETS[effort], max_tokens - 1)
     if budget < MIN_THINKING_BUDGET:

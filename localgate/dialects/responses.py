@@ -99,6 +99,8 @@ def _input_messages(value: Any, notes: list[str]) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise BadRequest(f"{param} must be an object", param=param)
         kind = item.get("type") or ("message" if "role" in item else None)
+        if not isinstance(kind, str | None):
+            raise BadRequest(f"{param}.type must be a string", param=f"{param}.type")
         if kind == "message":
             messages.append(_message(item, param, notes))
         elif kind == "function_call":
@@ -125,7 +127,7 @@ def _string(item: dict[str, Any], key: str, param: str) -> str:
 
 def _message(item: dict[str, Any], param: str, notes: list[str]) -> dict[str, Any]:
     role = item.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise BadRequest(
             f"{param}.role must be one of user, assistant, system, developer (got {role!r})",
             param=f"{param}.role",
@@ -151,6 +153,8 @@ def _part(part: Any, param: str, notes: list[str]) -> dict[str, Any] | None:
     if not isinstance(part, dict):
         raise BadRequest(f"{param} must be an object", param=param)
     kind = part.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest(f"{param}.type must be a string", param=f"{param}.type")
     if kind in TEXT_PARTS:
         return {"type": "text", "text": _string(part, "text", param)}
     if kind == "refusal":

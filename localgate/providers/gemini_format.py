@@ -61,6 +61,8 @@ def to_gemini(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(message, dict):
             raise NotTranslatable("every message must be an object")
         role = message.get("role")
+        if not isinstance(role, str):
+            raise NotTranslatable(f"a message role must be a string, not {role!r}")
         if role in SYSTEM_ROLES:
             system.extend(_parts(message.get("content"), role))
             continue
@@ -201,14 +203,18 @@ def _media(url: str) -> dict[str, Any]:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
+    if tools and not isinstance(tools, list):
+        raise NotTranslatable("tools must be a list of function tools")
     declarations = []
     for tool in tools or ():
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else tool
             raise NotTranslatable(f"tool type {kind!r} has no Gemini equivalent")
         function = tool.get("function") or {}
-        if not function.get("name"):
-            raise NotTranslatable("a function tool without a name")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise NotTranslatable("a function tool needs an object with a name")
+        if not isinstance(function.get("parameters"), dict | None):
+            raise NotTranslatable("a function tool's parameters must be a JSON schema object")
         declaration: dict[str, Any] = {"name": function["name"]}
         if function.get("description"):
             declaration["description"] = function["description"]
@@ -257,7 +263,7 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
         if fmt["type"] == "json_schema" and isinstance(schema, dict):
             out["responseSchema"] = gemini_schema(schema)
     effort = body.get("reasoning_effort")
-    if effort in THINKING_BUDGETS:
+    if isinstance(effort, str) and effort in THINKING_BUDGETS:
         out["thinkingConfig"] = {
             "thinkingBudget": THINKING_BUDGETS[effort],
             "includeThoughts": False,

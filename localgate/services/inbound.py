@@ -49,6 +49,9 @@ class Inbound:
     output_field: ClassVar[str | None] = None
 
     def requested_output(self, body: dict[str, Any]) -> int | None:
+        """The caller's output limit, 1..MAX_OUTPUT_TOKENS, or None if it set none."""
+        from localgate.core.pricing import MAX_OUTPUT_TOKENS
+
         names = (self.output_field,) if self.output_field else _CHAT_LIMITS
         for name in names:
             value = body.get(name)
@@ -56,11 +59,22 @@ class Inbound:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadRequest(f"'{name}' must be a positive whole number", param=name)
+            if value > MAX_OUTPUT_TOKENS:
+                raise BadRequest(
+                    f"'{name}' is {value if value < 10**20 else 'a huge number'}; at most "
+                    f"{MAX_OUTPUT_TOKENS} output tokens can be requested",
+                    param=name,
+                )
             return value
         return None
 
     def is_stream(self, body: dict[str, Any]) -> bool:
-        return bool(body.get("stream"))
+        stream = body.get("stream", False)
+        if stream is None:
+            return False
+        if not isinstance(stream, bool):  # "false" is truthy: never guess
+            raise BadRequest("'stream' must be true or false", param="stream")
+        return stream
 
     def to_chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The request as OpenAI chat, and what the translation left out."""

@@ -38,6 +38,7 @@ from localgate.store import Store
 from localgate.store import keys as key_store
 
 MAX_LABEL = 200
+MAX_RPM = 1_000_000  # beyond any real limit; keeps the stored number an ordinary int
 RECHECK_SECONDS = 1.0  # the longest a key change that left no mark goes unseen
 
 T = TypeVar("T")
@@ -61,13 +62,20 @@ def parse_key_request(data: dict[str, Any], key_id: str) -> KeyPolicy:
         raise BadRequest(
             "'models' must be a list of model ids or patterns like \"gpt-4o*\"", param="models"
         )
+    for name, text in (("label", label), ("project", project)):
+        _check_text(name, text)
+    for i, model in enumerate(models):
+        _check_text(f"models[{i}]", model)
     settlement = data.get("settlement") or "any"
     if settlement not in core.SETTLEMENTS:
         raise BadRequest("'settlement' must be official, routed or any", param="settlement")
     rpm = data.get("rpm")
-    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 1):
+    if rpm is not None and (
+        isinstance(rpm, bool) or not isinstance(rpm, int) or not 1 <= rpm <= MAX_RPM
+    ):
         raise BadRequest(
-            "'rpm' must be a positive whole number of requests per minute", param="rpm"
+            f"'rpm' must be a whole number of requests per minute from 1 to {MAX_RPM}",
+            param="rpm",
         )
     budgets_raw = data.get("budgets")
     if budgets_raw is not None and not isinstance(budgets_raw, dict):
@@ -90,19 +98,48 @@ def parse_key_request(data: dict[str, Any], key_id: str) -> KeyPolicy:
     )
 
 
+# Expiries a key may carry: 2000-01-01 .. the end of 9999 (UTC). A past one is
+# stored as given; anything outside is a typo or an attack, not a time.
+EARLIEST_EXPIRY = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+LATEST_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
 def _expiry(value: Any) -> float | None:
-    if value in (None, ""):
+    """``expires_at`` as epoch seconds: finite seconds or an ISO 8601 time, in range."""
+    if value is None or value == "":
         return None
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+        # Compared before float(): an int past a float's range cannot be converted.
+        if EARLIEST_EXPIRY <= value <= LATEST_EXPIRY:  # False for NaN and the infinities
+            seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 64:
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            stamp = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             pass
         else:
-            return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-    raise BadRequest("'expires_at' must be an ISO 8601 time or epoch seconds", param="expires_at")
+            if EARLIEST_EXPIRY <= stamp <= LATEST_EXPIRY:
+                seconds = stamp
+    if seconds is None:
+        raise BadRequest(
+            "'expires_at' must be an ISO 8601 time or epoch seconds between 2000-01-01 and "
+            "9999-12-31 (UTC)",
+            param="expires_at",
+        )
+    return seconds
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """Refuse text that cannot be stored as UTF-8 (lone surrogates, e.g. from argv)."""
+    if value is not None and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                f"'{name}' contains a lone UTF-16 surrogate, which is not text", param=name
+            ) from None
 
 
 class KeyService:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ def policy_from_row(row: sqlite3.Row) -> KeyPolicy:
         id=row["id"],
         label=row["label"],
         project=row["project"],
-        models=tuple(json.loads(row["models"])),
+        models=tuple(_readable(m) for m in json.loads(row["models"])),
         settlement=row["settlement"],
         budgets=budgets,
         rpm=row["rpm"],
@@ -34,6 +35,15 @@ def policy_from_row(row: sqlite3.Row) -> KeyPolicy:
         paused=bool(row["paused"]),
         revoked=bool(row["revoked"]),
     )
+
+
+def _readable(text: str) -> str:
+    """A stored model pattern that can be shown: lone surrogates, which keys created
+    before the API refused them may hold, become U+FFFD instead of failing every list."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _budgets_json(policy: KeyPolicy) -> str:

@@ -28,6 +28,7 @@ from localgate.services import receipts as receipt_service
 from localgate.services.receipts import PAGE_SIZE, ReceiptFilter, ReceiptQuery
 from localgate.services.statements import StatementFilter
 from localgate.services.svg import spend_chart
+from localgate.web.api import SQLITE_MAX_INT, whole_number
 from localgate.web.ui import form_data, page_guard, render
 
 CHART_DAYS = 30
@@ -44,14 +45,11 @@ def not_found(request: Request[Any, Any, Any], exc: NotFound) -> Template:
     return page
 
 
-def _int_param(value: str | None, name: str) -> int | None:
-    if value in (None, ""):
+def _int_param(value: str | None, name: str, *, high: int = SQLITE_MAX_INT) -> int | None:
+    if value is None or value == "":
         return None
-    try:
-        number = int(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise BadRequest(f"'{name}' must be a ledger entry number", param=name) from None
-    if number < 1:
+    number = whole_number(value, low=1, high=high)
+    if number is None:
         raise BadRequest(f"'{name}' must be a ledger entry number", param=name)
     return number
 
@@ -116,7 +114,7 @@ def wallet_page(
         flt = StatementFilter.from_params(q)
         before = _int_param(q.get("before"), "before")
         after = _int_param(q.get("after"), "after")
-        focus = _int_param(q.get("at"), "at")
+        focus = _int_param(q.get("at"), "at", high=SQLITE_MAX_INT - 1)  # before = at + 1
         if focus is not None:
             before, after = focus + 1, None
         page = statements.statement(conn, wallet_id, flt, before=before, after=after)

@@ -27,6 +27,7 @@ from localgate.services.inbound import INBOUND
 from localgate.services.tool_setup import pick_model, setups
 from localgate.store import keys as key_store
 from localgate.store import receipts as receipt_store
+from localgate.web.api import whole_number
 from localgate.web.loopback import V1Call, error_message
 from localgate.web.ui import form_data, page_guard, render
 
@@ -93,10 +94,9 @@ def key_form(data: dict[str, str], currencies: list[str]) -> dict[str, Any]:
         for cur in currencies
     }
     rpm_text = data.get("rpm", "").strip()
-    try:
-        rpm = int(rpm_text) if rpm_text else None
-    except ValueError:
-        raise BadRequest("rate limit: a whole number of requests per minute", param="rpm") from None
+    rpm = whole_number(rpm_text) if rpm_text else None
+    if rpm_text and rpm is None:
+        raise BadRequest("rate limit: a whole number of requests per minute", param="rpm")
     return {
         "label": data.get("label", ""),
         "project": data.get("project", "").strip() or None,
@@ -187,7 +187,7 @@ def keys_page(
         currencies=budget_currencies(state),
         pays=pays(state),
         error=error,
-        paused=int(paused) if paused and paused.isdigit() else None,
+        paused=whole_number(paused) if paused else None,
     )
 
 
