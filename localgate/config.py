@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localgate.config_files import SECRETS_FILE, SecretsFile, admin_token, read_secrets, read_toml
+from localgate import config_files as files
+from localgate.config_files import SecretsFile
 from localgate.errors import ConfigError, MoneyError
 from localgate.money import currency
 
@@ -54,6 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server.max_body_bytes", 20 * 1024 * 1024, "Largest request body accepted (413 above)."
     ),
+    Setting("server.session_idle_minutes", 480, "A UI session unused this long is logged out."),
     Setting("payments.provider", "sandbox", "Payment provider: sandbox, stripe or hosted."),
     Setting(
         "payments.stripe.secret_key_env",
@@ -128,6 +130,7 @@ class Settings:
     models: tuple[Mapping[str, Any], ...] = ()  # raw [[models]]; validated by the catalog
     wallets: tuple[WalletSettings, ...] = DEFAULT_WALLETS
     admin_token: str = field(default="", repr=False)
+    admin_token_created: bool = False  # made by this load: the first run of this data dir
     # The [env] table of secrets.toml and the environment it was loaded with; read
     # them through secret(), never directly.
     env_secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -143,7 +146,7 @@ class Settings:
 
     @property
     def secrets_path(self) -> Path:
-        return self.data_dir / SECRETS_FILE
+        return self.data_dir / files.SECRETS_FILE
 
     @property
     def channels_path(self) -> Path:
@@ -202,7 +205,7 @@ def load_settings(
     env = os.environ if env is None else env
     ddir = resolve_data_dir(data_dir, env)
     path = _config_path(config_path, ddir, env)
-    raw = read_toml(path) if path else {}
+    raw = files.read_toml(path) if path else {}
     where = str(path) if path else "defaults"
 
     values = {s.name: s.default for s in SETTINGS}
@@ -215,13 +218,14 @@ def load_settings(
             values[name] = _check_type(_BY_NAME[name], value, f"--{name.split('.')[-1]}")
     _validate_values(values, where)
 
-    secrets_file = read_secrets(ddir / SECRETS_FILE)
+    secrets_file = files.read_secrets(ddir / files.SECRETS_FILE)
     channels = _parse_channels(raw.get("channels"), where, env, secrets_file, ddir)
     models = _parse_models(raw.get("models"), where, {c.id for c in channels})
     wallets = _parse_wallets(raw.get("wallets"), where)
     if create:
-        ddir.mkdir(parents=True, exist_ok=True)
-    token = env.get("LOCALGATE_ADMIN_TOKEN") or admin_token(ddir, create=create)
+        files.make_data_dir(ddir)
+    token = env.get("LOCALGATE_ADMIN_TOKEN")
+    token, created = (token, False) if token else files.admin_token(ddir, create=create)
     return Settings(
         ddir,
         path,
@@ -230,6 +234,7 @@ def load_settings(
         models,
         wallets,
         token,
+        created,
         env_secrets=dict(secrets_file.env),
         environ=env,
     )
@@ -317,6 +322,8 @@ def _validate_values(values: Mapping[str, Any], where: str) -> None:
             )
     if values["server.max_body_bytes"] < 1024:
         raise ConfigError(f"{where}: server.max_body_bytes must be at least 1024")
+    if values["server.session_idle_minutes"] < 1:
+        raise ConfigError(f"{where}: server.session_idle_minutes must be at least 1")
 
 
 def _parse_channels(
@@ -331,7 +338,7 @@ def _parse_channels(
     channels = _parse_channel_list(raw, where, env, secrets, "config.toml", [])
     overlay = ddir / CHANNELS_FILE if ddir is not None else None
     if overlay is not None and overlay.exists():
-        data = read_toml(overlay)
+        data = files.read_toml(overlay)
         unknown = sorted(set(data) - {"channels"})
         if unknown:
             raise ConfigError(

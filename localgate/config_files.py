@@ -1,10 +1,13 @@
 """Files localgate keeps in its data dir beside the database: reading TOML with
-errors that name the file, ``secrets.toml`` (mode 0600) and ``admin-token``."""
+errors that name the file, ``secrets.toml`` and ``admin-token`` (mode 0600,
+refused otherwise), and the data dir's own privacy: the dir is 0700 and every
+file in it 0600, so other local users can read neither money nor secrets."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +17,7 @@ from typing import Any
 from localgate.errors import ConfigError
 
 SECRETS_FILE = "secrets.toml"  # upstream keys and other secrets, mode 0600
+ADMIN_TOKEN_FILE = "admin-token"  # the wallet UI's and admin API's token, mode 0600
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -66,17 +70,24 @@ class SecretsFile:
         return None, ""
 
 
+def refuse_if_readable_by_others(path: Path) -> None:
+    """A file holding secrets that others can read is refused, as ssh refuses a
+    private key with loose permissions: the secret may have leaked already."""
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path}: holds secrets but its mode is {mode:04o}; make it private: chmod 600 {path}"
+        )
+
+
 def read_secrets(path: Path) -> SecretsFile:
     """Load secrets.toml; a missing file is empty. A file others can read is refused,
     as ssh refuses a private key with loose permissions."""
     if not path.exists():
         return SecretsFile()
-    if os.name == "posix":
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(
-                f"{path}: holds secrets but its mode is {mode:04o}; make it private: chmod 600 {path}"
-            )
+    refuse_if_readable_by_others(path)
     raw = read_toml(path)
     unknown = sorted(set(raw) - {"channels", "env"})
     if unknown:
@@ -98,12 +109,15 @@ def read_secrets(path: Path) -> SecretsFile:
     return SecretsFile(keys, dict(env_table))
 
 
-def admin_token(ddir: Path, *, create: bool) -> str:
-    path = ddir / "admin-token"
+def admin_token(ddir: Path, *, create: bool) -> tuple[str, bool]:
+    """(the admin token, whether it was created just now); ("", False) when there is
+    none and ``create`` is off. A token file others can read is refused."""
+    path = ddir / ADMIN_TOKEN_FILE
     try:
         token = path.read_text().strip()
         if token:
-            return token
+            refuse_if_readable_by_others(path)
+            return token, False
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -111,10 +125,41 @@ def admin_token(ddir: Path, *, create: bool) -> str:
             f"{path}: cannot read the admin token ({exc.strerror}); fix its mode"
         ) from None
     if not create:
-        return ""
-    token = secrets.token_urlsafe(32)
+        return "", False
+    token = secrets.token_urlsafe(32)  # core/receipts.mask_secrets knows this shape
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     os.chmod(path, 0o600)
-    return token
+    return token, True
+
+
+def make_data_dir(ddir: Path) -> None:
+    """Create the data dir, private (0700) from the start; an existing one is left
+    as it is (``localgate serve`` tightens it, ``doctor`` reports it)."""
+    ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def loose_permissions(ddir: Path) -> list[tuple[Path, int]]:
+    """The data dir and the files directly in it that others may read or write,
+    with their modes. Symlinks are not followed (their target is not ours to judge)."""
+    if os.name != "posix" or not ddir.is_dir():
+        return []
+    found = []
+    for path in (ddir, *sorted(ddir.iterdir())):
+        st = path.lstat()
+        if (path == ddir or stat.S_ISREG(st.st_mode)) and st.st_mode & 0o077:
+            found.append((path, stat.S_IMODE(st.st_mode)))
+    return found
+
+
+def tighten_data_dir(ddir: Path) -> list[Path]:
+    """Make the data dir 0700 and every file in it 0600 (those this user owns);
+    returns what was changed."""
+    changed = []
+    for path, _mode in loose_permissions(ddir):
+        if path.lstat().st_uid != os.geteuid():
+            continue
+        os.chmod(path, 0o700 if path == ddir else 0o600)
+        changed.append(path)
+    return changed

@@ -5,7 +5,8 @@ found and, when something is wrong, what to do. A failure means the gateway
 cannot work as configured (unreadable config, data dir not writable, database
 damaged, ledger that does not verify, bundled files missing, payments
 misconfigured); a warning means part of it is off (a channel without a key or
-out of reach, an old catalog, holds waiting for recovery). ``doctor`` exits 1
+out of reach, an old catalog, holds waiting for recovery, a data dir others can
+read). ``doctor`` exits 1
 on any failure (``--strict``: on warnings too).
 
 Doctor changes nothing but a probe file it removes at once (and, like every
@@ -93,6 +94,7 @@ def run(
         return Report(tuple(checks))
     checks.append(check_config(settings))
     checks.append(check_data_dir(settings.data_dir))
+    checks.append(check_permissions(settings.data_dir))
     checks.append(check_server(settings.data_dir))
     checks.extend(check_database(settings.db_path))
     checks.append(check_resources())
@@ -134,6 +136,26 @@ def check_data_dir(data_dir: Path) -> Check:
             "--data-dir / LOCALGATE_DATA_DIR",
         )
     return Check("data dir", OK, f"{data_dir} is writable")
+
+
+def check_permissions(data_dir: Path) -> Check:
+    """The data dir should be 0700 and every file in it 0600: it holds the ledger,
+    the receipts and the admin token. Loose ones are a warning; serve tightens them."""
+    from localgate.config_files import loose_permissions
+
+    loose = loose_permissions(data_dir)
+    if not loose:
+        return Check("permissions", OK, f"{data_dir} and its files are private to their owner")
+    listed = ", ".join(
+        f"{'the data dir' if p == data_dir else p.name} {mode:04o}" for p, mode in loose[:6]
+    )
+    more = f" and {len(loose) - 6} more" if len(loose) > 6 else ""
+    return Check(
+        "permissions",
+        WARN,
+        f"other local users can read {listed}{more}; `localgate serve` tightens them at "
+        f"start-up, or: chmod 700 {data_dir} && chmod 600 {data_dir}/*",
+    )
 
 
 def server_pid(data_dir: Path) -> str | None:

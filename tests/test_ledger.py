@@ -370,8 +370,10 @@ def test_idempotency_key_returns_the_first_entry(store):
     first = topup(store, "credit", 5 * USD, idempotency_key="pay_123")
     count = entry_count(store)
     again = topup(store, "credit", 5 * USD, idempotency_key="pay_123")
-    other_amount = topup(store, "credit", 9 * USD, idempotency_key="pay_123")
-    assert again.id == other_amount.id == first.id
+    assert again.id == first.id
+    # The same key for another entry is a 409, never the first entry passed off as it.
+    with pytest.raises(Conflict, match="pay_123"):
+        topup(store, "credit", 9 * USD, idempotency_key="pay_123")
     assert again.draft.postings == first.draft.postings
     assert entry_count(store) == count
     assert balance(store, "credit").balance == 5 * USD
@@ -604,7 +606,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.balance = dict.fromkeys(MONEY_WALLETS, 0)
         self.held = dict.fromkeys(MONEY_WALLETS, 0)
         self.open: dict[str, tuple[str, int]] = {}
-        self.keys: dict[str, int] = {}
+        self.keys: dict[str, tuple[int, tuple[str, int]]] = {}  # key -> (entry, its wallet+amount)
         self.recovered: set[str] = set()
         self.reversed: dict[int, int] = {}
 
@@ -630,18 +632,26 @@ class LedgerMachine(RuleBasedStateMachine):
         key=st.none() | st.sampled_from(["k1", "k2", "k3"]),
     )
     def top_up(self, wallet, amount, key):
-        cur = MONEY_WALLETS[wallet]
-        e = self.store.write_sync(
-            lambda c: ls.post_entry(
-                c, core.topup_entry(wallet, cur, amount, "sandbox", idempotency_key=key)
-            )
+        draft = core.topup_entry(
+            wallet, MONEY_WALLETS[wallet], amount, "sandbox", idempotency_key=key
         )
         if key is not None and key in self.keys:
-            assert e.id == self.keys[key]  # the same key again: the first entry, nothing new
-        else:
-            self.balance[wallet] += amount
-            if key is not None:
-                self.keys[key] = e.id
+            first_id, first = self.keys[key]
+            if first != (wallet, amount):
+                # The key of another entry: a 409 and nothing written.
+                note("refused: the key of another entry")
+                before = snapshot(self.store.read())
+                with pytest.raises(Conflict):
+                    self.store.write_sync(lambda c: ls.post_entry(c, draft))
+                assert snapshot(self.store.read()) == before
+                return None
+            e = self.store.write_sync(lambda c: ls.post_entry(c, draft))
+            assert e.id == first_id  # the same entry again: the first one, nothing new
+            return e
+        e = self.store.write_sync(lambda c: ls.post_entry(c, draft))
+        self.balance[wallet] += amount
+        if key is not None:
+            self.keys[key] = (e.id, (wallet, amount))
         return e
 
     @rule(
@@ -807,9 +817,10 @@ LedgerMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_ledger_random_sequences = LedgerMachine.TestCase
+test_ledger_random_sequences = pytest.mark.slow(LedgerMachine.TestCase)  # seconds of steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_ledger_seeded_random_walks(seed):
     """Longer walks than the machine's, weighted towards holds and settles, with

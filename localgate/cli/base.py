@@ -93,7 +93,7 @@ def main(ctx: click.Context, data_dir: str | None, config: str | None) -> None:
     model, charged to one wallet (Credit for official routes, Routed balance
     for routed channels) and written down as a receipt that matches the ledger.
 
-    Start with `localgate serve`; it prints the base URL and a login link for
-    the wallet UI.
+    Start with `localgate serve`; it prints the base URL (and, on the first run,
+    the wallet UI's login link; `localgate login` prints it again).
     """
     ctx.obj = Context(data_dir, config)

@@ -1,4 +1,10 @@
-"""`localgate serve` and `localgate doctor`: running the gateway and checking it."""
+"""`localgate serve`, `localgate login` and `localgate doctor`: running the gateway,
+getting into its wallet UI, and checking it.
+
+The login link carries the admin token, so it is printed only when it is new
+(the first run of a data dir) or asked for (`localgate login`), and never when
+standard output is a file, which is where logs go.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,15 +66,66 @@ def serve(
     from localgate.services.gateway_setup import check_config
 
     check_config(settings)  # a bad [[models]] entry stops here, as one line
+    from localgate.config_files import tighten_data_dir
+
+    tightened = tighten_data_dir(settings.data_dir)
+    if tightened:
+        names = ", ".join(p.name for p in tightened)
+        click.echo(f"localgate: made private (other users could read them): {names}", err=True)
     with data_dir_lock(settings.data_dir):
         run_server(settings, open_browser=not no_browser)
+
+
+@main.command()
+@click.option("--port", type=int, help="The port serve listens on, if not the configured one.")
+@click.option("--open", "open_it", is_flag=True, help="Open the link in the browser.")
+@click.pass_obj
+def login(obj: Context, port: int | None, open_it: bool) -> None:
+    """Print the wallet UI's login link (it carries the admin token: keep it to yourself)."""
+    settings = obj.settings(**{"server.port": port})
+    link = login_link(settings)
+    click.echo(link)
+    if open_it:
+        _open_browser(link)
+
+
+def login_link(settings: Settings) -> str:
+    return f"{settings.base_url}/login?token={settings.admin_token}"
+
+
+def stdout_is_private() -> bool:
+    """Standard output goes to a terminal or a pipe, not to a file or a socket
+    (a log file, journald): only then may a secret be printed on it."""
+    try:
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return sys.stdout.isatty() or stat.S_ISFIFO(mode)
+
+
+def banner(settings: Settings, *, to_terminal: bool) -> list[str]:
+    """What serve prints as it starts. The login link only on the first run of the
+    data dir (the token was just made), and only where no log file can keep it."""
+    base = settings.base_url
+    first_run = "  (first run: data dir created)" if not settings.db_path.exists() else ""
+    if settings.admin_token_created and to_terminal:
+        login = f"  Wallet UI login:     {login_link(settings)}"
+    else:
+        login = "  Wallet UI login:     run 'localgate login' for the link"
+    return [
+        f"localgate {__version__} serving {settings.data_dir}{first_run}",
+        f"  Base URL for tools:  {base}/v1",
+        login,
+        f"  Point a tool at it:  OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY=<key from "
+        "'localgate keys create --label my-tool'>",
+    ]
 
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """One server per data dir: a second one would release the first one's holds."""
     path = data_dir / "serve.lock"
-    fh = path.open("a+")
+    fh = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -109,19 +167,13 @@ def run_server(settings: Settings, *, open_browser: bool) -> None:
         )
     port = sock.getsockname()[1]
     settings = dataclasses.replace(settings, values={**settings.values, "server.port": port})
-    base = settings.base_url
-    login = f"{base}/login?token={settings.admin_token}"
-    first_run = "  (first run: data dir created)" if not settings.db_path.exists() else ""
-    click.echo(f"localgate {__version__} serving {settings.data_dir}{first_run}")
-    click.echo(f"  Base URL for tools:  {base}/v1")
-    click.echo(f"  Wallet UI login:     {login}")
-    click.echo(
-        f"  Point a tool at it:  OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY=<key from "
-        "'localgate keys create --label my-tool'>"
-    )
+    for line in banner(settings, to_terminal=stdout_is_private()):
+        click.echo(line)
     sys.stdout.flush()
     if open_browser:
-        _open_browser(login)
+        # The link (with the token) only when it is new; else the UI, whose session
+        # cookie is likely still good, or which says how to log in.
+        _open_browser(login_link(settings) if settings.admin_token_created else settings.base_url)
     config = uvicorn.Config(
         create_app(settings),
         log_level="warning",

@@ -449,6 +449,7 @@ def detail(conn: sqlite3.Connection, receipt_id: str) -> dict[str, Any]:
 def safe_view(view: dict[str, Any]) -> dict[str, Any]:
     view["error"] = mask_secrets(view.get("error"))
     view["user_agent"] = mask_secrets(view.get("user_agent"))
+    view["request_id"] = mask_secrets(view.get("request_id"))  # rows stored before masking
     for attempt in view.get("attempts") or ():
         if isinstance(attempt, dict) and isinstance(attempt.get("error"), str):
             attempt["error"] = mask_secrets(attempt["error"])

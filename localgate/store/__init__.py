@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from localgate.store import ledger as ledger_store
 from localgate.store import migrations
-from localgate.store.db import open_db
+from localgate.store.db import make_private, open_db
 from localgate.store.writer import Writer
 
 T = TypeVar("T")
@@ -36,6 +36,7 @@ class Store:
     @classmethod
     def open(cls, path: str | Path, *, wallets: Iterable[Any] = ()) -> Store:
         conn = open_db(path)
+        make_private(path)
         try:
             migrations.apply(conn)
             conn.execute("BEGIN IMMEDIATE")

@@ -6,7 +6,10 @@ inside the transaction, so no interleaving can break them:
 
 - postings balance (``core.ledger`` refuses the draft otherwise);
 - a ``wallet:`` account never goes below zero;
-- the same idempotency key twice returns the first entry;
+- the same idempotency key twice returns the first entry, if it is the same
+  entry (kind, wallet, currency, amount); anything else under that key is a 409;
+- keys localgate makes itself (``topup:...``, ``close:...``) belong to one
+  entry kind each: no other kind may post under them (:data:`KEY_NAMESPACES`);
 - each entry carries the hash of the one before.
 """
 
@@ -27,6 +30,57 @@ def new_hold_id() -> str:
     return "hd_" + random_hex(8)
 
 
+# The namespaces of the idempotency keys localgate makes (the text before the
+# first ':') and the entry kinds that may post under each. A key outside them
+# is free for any kind (an adjustment's own key, e.g. "support-42").
+KEY_NAMESPACES: dict[str, frozenset[str]] = {
+    "topup": frozenset({"topup"}),
+    "reinstate": frozenset({"topup"}),
+    "refund": frozenset({"refund"}),
+    "shortfall": frozenset({"refund"}),
+    "dispute": frozenset({"reversal"}),
+    "reverse": frozenset({"reversal"}),
+    "hold": frozenset({"hold"}),
+    "close": frozenset({"settle", "release"}),
+    **{kind: frozenset({kind}) for kind in core.ENTRY_KINDS},
+}
+
+
+def key_namespace_owner(kind: str, key: str) -> str | None:
+    """The namespace ``key`` is in when it belongs to kinds other than ``kind``, else None."""
+    namespace = key.partition(":")[0] if ":" in key else ""
+    kinds = KEY_NAMESPACES.get(namespace)
+    return namespace if kinds is not None and kind not in kinds else None
+
+
+def _replay(conn: sqlite3.Connection, draft: EntryDraft) -> StoredEntry | None:
+    """The entry stored under ``draft``'s key if it is the same entry; a Conflict if
+    the key holds another one (never hand back the other entry as this one's)."""
+    key = draft.idempotency_key
+    assert key is not None
+    taken = key_namespace_owner(draft.kind, key)
+    if taken is not None:
+        raise Conflict(
+            f"idempotency key {key!r} is in the {taken!r} namespace, which {draft.kind} "
+            "entries may not use",
+            code="idempotency_key_reserved",
+        )
+    row = conn.execute(
+        "SELECT id, kind, wallet_id, currency, amount_micros FROM entries "
+        "WHERE idempotency_key = ?",
+        (key,),
+    ).fetchone()
+    if row is None:
+        return None
+    if tuple(row)[1:] != (draft.kind, draft.wallet_id, draft.currency, draft.wallet_deltas()[0]):
+        raise Conflict(
+            f"idempotency key {key!r} was used for ledger entry {row[0]} ({row[1]}, "
+            f"{row[4]} micros, wallet {row[2]}); a different entry needs a different key",
+            code="idempotency_key_reused",
+        )
+    return load_entry(conn, row[0])
+
+
 # -- writes (inside the writer's transaction) ---------------------------------
 
 
@@ -45,11 +99,9 @@ def post_entry(
     the caller has just read the wallet row.
     """
     if draft.idempotency_key is not None and not fresh_key:
-        row = conn.execute(
-            "SELECT id FROM entries WHERE idempotency_key = ?", (draft.idempotency_key,)
-        ).fetchone()
-        if row is not None:
-            return load_entry(conn, row[0])
+        replayed = _replay(conn, draft)
+        if replayed is not None:
+            return replayed
     if draft.wallet_id is not None:
         held_in = wallet_currency or _wallet_row(conn, draft.wallet_id)["currency"]
         if held_in != draft.currency:

@@ -73,7 +73,9 @@ def _row(r: Receipt) -> tuple[Any, ...]:
     values = {
         **r.as_fields(),
         # Free text from upstreams and clients: never store a credential that leaked into it.
+        # request_id and user_agent are the caller's headers, shown on pages and in exports.
         "error": mask_secrets(r.error),
+        "request_id": mask_secrets(r.request_id) or "",
         "user_agent": mask_secrets(r.user_agent),
         "stream": int(r.stream),
         "attempts": json.dumps([{**a, "error": mask_secrets(a.get("error"))} for a in r.attempts]),

@@ -1,9 +1,16 @@
 """Local safety: Host checks against DNS rebinding, the admin session, the admin guard.
 
 The wallet UI and the admin API accept either ``Authorization: Bearer <admin
-token>`` or the session cookie that ``/login?token=...`` sets. The cookie is a
-random nonce signed with the admin token, so rotating the token logs every
-browser out.
+token>`` or the session cookie that ``/login?token=...`` sets. The cookie is
+``<nonce>.<last seen>.<mac>``: a random session id and the time it was last
+used, signed with the admin token, so rotating the token logs every browser out.
+
+Session policy: a session unused for ``server.session_idle_minutes`` is over
+(each use renews the stamp, at most once a minute, by a new cookie on the
+answer); ``POST /logout`` ends one for good, and logging in again ends the one
+the browser had (a new id at every login). Ended sessions are remembered in
+memory until they would have timed out anyway, so a restart forgets them; a
+cookie from before it still dies at its idle timeout.
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from localgate.config import LOOPBACK_HOSTS
 from localgate.errors import Forbidden, Unauthenticated
@@ -24,17 +32,36 @@ from localgate.errors import Forbidden, Unauthenticated
 SESSION_COOKIE = "localgate_session"
 
 
-def sign_session(admin_token: str, nonce: str | None = None) -> str:
+RENEW_AFTER_SECONDS = 60  # a used session gets a fresh stamp at most this often
+
+
+def sign_session(admin_token: str, nonce: str | None = None, stamp: int | None = None) -> str:
+    """A session cookie value: ``nonce`` (new if None) last seen at ``stamp`` (now)."""
     nonce = nonce or secrets.token_urlsafe(18)
-    mac = hmac.new(admin_token.encode(), nonce.encode(), hashlib.sha256).hexdigest()
-    return f"{nonce}.{mac}"
+    body = f"{nonce}.{int(time.time()) if stamp is None else stamp}"
+    mac = hmac.new(admin_token.encode(), body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
 
 
-def valid_session(admin_token: str, value: str | None) -> bool:
-    if not value or "." not in value or not admin_token:
+def session_parts(value: str) -> tuple[str, int]:
+    """(nonce, last-seen stamp) of a cookie value already checked by valid_session."""
+    nonce, stamp, _mac = value.split(".")
+    return nonce, int(stamp)
+
+
+def valid_session(
+    admin_token: str, value: str | None, *, idle_seconds: float, now: float | None = None
+) -> bool:
+    """Signed with ``admin_token`` and used within the last ``idle_seconds``."""
+    if not value or value.count(".") != 2 or not admin_token:
         return False
-    nonce, _, mac = value.rpartition(".")
-    return hmac.compare_digest(sign_session(admin_token, nonce), f"{nonce}.{mac}")
+    nonce, stamp, _mac = value.split(".")
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        return False
+    if not hmac.compare_digest(sign_session(admin_token, nonce, int(stamp)), value):
+        return False
+    age = (time.time() if now is None else now) - int(stamp)
+    return -60 <= age <= idle_seconds  # a stamp from the future is forged or a clock jump
 
 
 def valid_admin_token(admin_token: str, presented: str | None) -> bool:
@@ -55,14 +82,79 @@ CSRF_HEADER = "x-csrf-token"
 
 
 def session_value(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    token = connection.app.state.settings.admin_token
-    value = connection.cookies.get(SESSION_COOKIE)
-    return value if valid_session(token, value) else None
+    return live_session(connection.app.state, connection.cookies.get(SESSION_COOKIE))
+
+
+def live_session(state: Any, value: str | None) -> str | None:
+    """``value`` if it is a session that is signed, not idle too long, not ended."""
+    settings = state.settings
+    idle = settings.get("server.session_idle_minutes") * 60
+    if not valid_session(settings.admin_token, value, idle_seconds=idle):
+        return None
+    assert value is not None
+    return None if session_parts(value)[0] in ended_sessions(state) else value
+
+
+def ended_sessions(state: Any) -> dict[str, float]:
+    """Session ids ended by logout or a new login -> when (``app.state``, in memory)."""
+    ended: dict[str, float] | None = getattr(state, "ended_sessions", None)
+    if ended is None:
+        ended = state.ended_sessions = {}
+    return ended
+
+
+def end_session(state: Any, value: str) -> None:
+    """End the session ``value`` for good; forget those that have timed out anyway."""
+    ended = ended_sessions(state)
+    now = time.time()
+    idle = state.settings.get("server.session_idle_minutes") * 60
+    for nonce, at in list(ended.items()):
+        if now - at > idle + RENEW_AFTER_SECONDS:
+            ended.pop(nonce, None)
+    ended[session_parts(value)[0]] = now
+
+
+def session_cookie_header(value: str) -> bytes:
+    """The Set-Cookie value for a session: the attributes /login sets."""
+    return f"{SESSION_COOKIE}={value}; HttpOnly; Path=/; SameSite=Strict".encode()
+
+
+def renew_session(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: an answer to a request whose session stamp is over a
+    minute old carries the same session with a fresh stamp, so an idle timeout
+    counts from the last use, not from the login."""
+    if message["type"] != "http.response.start" or scope["type"] != "http":
+        return
+    value = _cookie(scope["headers"], SESSION_COOKIE)
+    if value is None:
+        return
+    headers = list(message.get("headers") or ())
+    prefix = SESSION_COOKIE.encode() + b"="
+    if any(k.lower() == b"set-cookie" and v.startswith(prefix) for k, v in headers):
+        return  # login or logout set the cookie themselves
+    state = scope["app"].state
+    if live_session(state, value) is None:
+        return
+    nonce, stamp = session_parts(value)
+    if time.time() - stamp >= RENEW_AFTER_SECONDS:
+        renewed = sign_session(state.settings.admin_token, nonce)
+        message["headers"] = [*headers, (b"set-cookie", session_cookie_header(renewed))]
+
+
+def _cookie(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
+    for key, raw in headers:
+        if key == b"cookie":
+            for part in raw.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+    return None
 
 
 def csrf_token(admin_token: str, session: str) -> str:
-    """Bound to the session: a page's forms carry it, a foreign page cannot know it."""
-    nonce = session.rpartition(".")[0]
+    """Bound to the session: a page's forms carry it, a foreign page cannot know it.
+    (The session's id only: a renewed stamp keeps the pages already open working.)"""
+    nonce = session.split(".", 1)[0]
     return hmac.new(admin_token.encode(), b"csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
 
 
@@ -86,7 +178,7 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     if session is None:
         raise Unauthenticated(
             "admin login required: send 'Authorization: Bearer <admin token>' (the token is in "
-            "<data dir>/admin-token) or open the login link that 'localgate serve' prints",
+            "<data dir>/admin-token) or open the login link that 'localgate login' prints",
             code="admin_auth_required",
         )
     if connection.scope["method"] not in SAFE_METHODS:
@@ -115,12 +207,27 @@ def allowed_host_names(configured: Iterable[str], bind_host: str) -> frozenset[s
     return frozenset(names)
 
 
-def host_name(raw: str) -> str:
-    """The name part of a Host header: strips the port and IPv6 brackets."""
+def host_name(raw: str) -> str | None:
+    """The name part of a Host header, without port and IPv6 brackets; None when
+    what follows the name is not ``:<port>`` with a port of 1..65535 in ASCII digits
+    (``localhost:evil.example``, ``127.0.0.1:80@evil.example`` name no port)."""
     raw = raw.strip().lower()
     if raw.startswith("["):
-        return raw[1 : raw.find("]")] if "]" in raw else raw
-    return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
+        name, bracket, rest = raw[1:].partition("]")
+        if not bracket:
+            return None
+    elif raw.count(":") == 1:
+        name, rest = raw.split(":")
+        rest = ":" + rest
+    else:  # no port, or a bare IPv6 address such as ::1
+        name, rest = raw, ""
+    if rest and not _is_port(rest[1:] if rest.startswith(":") else "x"):
+        return None
+    return name
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 65535
 
 
 class HostCheck:

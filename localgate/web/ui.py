@@ -1,9 +1,10 @@
 """The wallet UI's base: templates, the login wall, CSRF-checked forms.
 
 Pages are server-rendered Jinja and work without JavaScript. Every page needs
-the session cookie (set by the login link ``serve`` prints); without it the
-browser is sent to ``/login/help``, which explains how to log in. Form posts
-need the page's CSRF token and a same-origin Origin (``security.check_csrf``).
+the session cookie (set by the login link ``serve`` prints on the first run and
+``localgate login`` prints on request); without it the browser is sent to
+``/login/help``, which explains how to log in. Form posts need the page's CSRF
+token and a same-origin Origin (``security.check_csrf``); so does ``/logout``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -21,7 +22,14 @@ from litestar.template.config import TemplateConfig
 from localgate import __version__, resources
 from localgate.errors import LoginRequired
 from localgate.money import format_money
-from localgate.web.security import CSRF_FIELD, check_csrf, csrf_token, session_value
+from localgate.web.security import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    check_csrf,
+    csrf_token,
+    end_session,
+    session_value,
+)
 
 NAV = (
     ("/", "Dashboard"),
@@ -36,7 +44,7 @@ NAV = (
 
 def page_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if session_value(connection) is None:
-        raise LoginRequired("log in with the link that 'localgate serve' printed")
+        raise LoginRequired("log in with the link that 'localgate login' prints")
 
 
 def login_redirect(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
@@ -101,4 +109,16 @@ def login_help(request: Request[Any, Any, Any]) -> Template:
     )
 
 
-UI_HANDLERS = [login_help]  # the dashboard lives in web/pages.py
+@post("/logout", status_code=303)
+async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
+    """End this browser's session for good (a copy of its cookie stops working too)."""
+    await form_data(request)  # the session, its CSRF token and a same-origin Origin
+    session = session_value(request)
+    if session is not None:
+        end_session(request.app.state, session)
+    response: Response[Any] = Redirect("/login/help", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+UI_HANDLERS = [login_help, logout]  # the dashboard lives in web/pages.py
