@@ -27,8 +27,9 @@ pages, an error event inside a stream) asks it::
     ├── UpstreamError          an upstream call failed (status, retryable)
     │   └── HostedError        the hosted service could not be reached or refused
     ├── InternalError          a localgate bug met while serving a request (500)
-    │   ├── LoopbackFailed     a page's call through the app's own /v1 failed
-    │   └── WriterClosed       the ledger writer has stopped (shutting down; 503)
+    │   └── LoopbackFailed     a page's call through the app's own /v1 failed
+    ├── ShuttingDown           localgate is stopping; try again shortly (503)
+    │   └── WriterClosed       the ledger writer has stopped
     └── PaymentError           the payment provider refused or failed
         ├── PaymentsOff        payments configured but unable to start (503)
         └── WebhookRejected    a webhook whose signature or payload is refused (400)
@@ -36,6 +37,7 @@ pages, an error event inside a stream) asks it::
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 # How a caller speaks: OpenAI (chat completions, embeddings, Responses),
@@ -224,8 +226,10 @@ class RateLimited(AccessError):
 
 
 class UpstreamError(LocalgateError):
-    """An upstream call failed. ``retryable`` is true for connect errors,
-    timeouts, 429 and 5xx; ``status`` is the upstream HTTP status or None."""
+    """An upstream call failed. ``retryable``, set by the adapter that saw the
+    failure, is true for connect errors, timeouts, 408, 429, 5xx and an error
+    before a stream's first event; ``status`` is the upstream HTTP status or
+    None; ``retry_after`` the upstream's Retry-After, relayed with a 429."""
 
     code = "upstream_error"
     http_status = 502
@@ -244,8 +248,14 @@ class UpstreamError(LocalgateError):
         self.retryable = retryable
         self.timeout = timeout
         self.body = body
+        self.retry_after: int | None = None  # the upstream's Retry-After, in seconds
         if timeout:
             self.http_status = 504
+
+    def response_headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return dict(self.headers)
+        return {**self.headers, "retry-after": str(max(1, self.retry_after))}
 
 
 class HostedError(UpstreamError):
@@ -265,11 +275,29 @@ class LoopbackFailed(InternalError):
     """A page's call through the app's own ``/v1`` failed."""
 
 
-class WriterClosed(InternalError):
-    """The ledger writer has stopped: localgate is shutting down."""
+# The reason the server gives the requests it cancels when it stops, so they can
+# tell a shutdown from a client that went away (see is_shutdown).
+SHUTDOWN_REASON = "localgate is shutting down"
+
+
+class ShuttingDown(LocalgateError):
+    """localgate is stopping: the request was cut short; another try will reach
+    the next start (``Retry-After``)."""
 
     code = "shutting_down"
     http_status = 503
+
+    def response_headers(self) -> dict[str, str]:
+        return {**self.headers, "retry-after": "5"}
+
+
+class WriterClosed(ShuttingDown):
+    """The ledger writer has stopped: localgate is shutting down."""
+
+
+def is_shutdown(exc: BaseException) -> bool:
+    """Was this cancellation the server stopping (not a client leaving)?"""
+    return isinstance(exc, asyncio.CancelledError) and SHUTDOWN_REASON in exc.args
 
 
 class PaymentError(LocalgateError):

@@ -390,13 +390,20 @@ class FakeUpstream:
             )
             extra = {"retry-after": "1"} if behavior.status == 429 else {}
             conn.write(_json_response(behavior.status, error, {**extra, **behavior.headers}))
-        elif rec.stream:
-            await self._stream(conn, rec, behavior, wire.events(behavior, path, body))
-            if rec.finished_at is None:
-                return  # cut
         else:
-            answer = wire.answer(behavior, path, body)
-            conn.write(_json_response(200, answer, behavior.headers))
+            try:
+                reply = (wire.events if rec.stream else wire.answer)(behavior, path, body)
+            except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+                # A body the fake cannot read: a real upstream answers 400, not a reset.
+                error = wire.error(400, f"fake upstream: malformed request ({exc})")
+                conn.write(_json_response(400, error, {}))
+            else:
+                if rec.stream:
+                    await self._stream(conn, rec, behavior, reply)
+                    if rec.finished_at is None:
+                        return  # cut
+                else:
+                    conn.write(_json_response(200, reply, behavior.headers))
         rec.finished_at = time.monotonic()
 
     async def _stream(

@@ -4,6 +4,10 @@ completions, stream chunks and embeddings, shaped by a ``Behavior``.
 Kept apart from the server so other dialects (Anthropic, Gemini, Responses)
 sit beside it as their own modules, each with the same four functions:
 ``is_stream``, ``answer``, ``events`` and ``error``.
+
+``error_body`` on a 200 stream: the error goes out as a ``data:`` chunk after
+the first delta (first of all with ``chunks=0``), followed by ``[DONE]``, as
+relays that fail late do.
 """
 
 from __future__ import annotations
@@ -119,6 +123,13 @@ def chunks(behavior: Behavior, body: dict[str, Any]) -> list[bytes]:
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": piece}) for piece in _pieces(behavior)]
         events.append(chunk({}, "stop"))
+    if behavior.error_body is not None:
+        # A relay that fails late: an error after the first delta, then [DONE] anyway.
+        error = behavior.error_body
+        if not isinstance(error, dict):
+            error = {"error": {"message": str(error), "type": "server_error"}}
+        before = events[:2] if behavior.chunks else []  # chunks=0: the error comes first
+        return [*before, sse(error), b"data: [DONE]\n\n"]
     usage = _usage(behavior, body, behavior.chunks)
     if include_usage and usage is not None:
         events.append(sse({**head, "choices": [], "usage": usage}))

@@ -36,6 +36,8 @@ POLICY_CANCELED = "client canceled: charged for delivered tokens, estimated"
 POLICY_CANCELED_UPSTREAM = "client canceled: charged for upstream-reported usage"
 POLICY_REJECTED = "rejected before any upstream call: not charged"
 POLICY_INTERRUPTED = "interrupted by a restart: hold released, not charged"
+POLICY_SHUTDOWN = "interrupted by shutdown: hold released, not charged"
+POLICY_SHUTDOWN_STREAM = "interrupted by shutdown: charged for delivered tokens, estimated"
 INTERRUPTED_ERROR = "localgate stopped before the request finished"
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -116,13 +118,14 @@ class Receipt:
         price_version_id: str | None,
         *,
         upstream_kind: str | None,
-        hold_id: str,
+        hold_id: str | None,
         amount: int,
         wallet_id: str,
         currency: str,
         balance: int,
     ) -> None:
-        """``route`` now holds money: from here the receipt names it, and only it."""
+        """``route`` now holds money (nothing, on a free route: ``hold_id`` None):
+        from here the receipt names it, and only it."""
         self.route_id, self.route_type, self.channel = route.id, route.settlement, route.channel
         self.upstream_model, self.price = route.upstream_model, route.price
         self.price_version_id, self.upstream_kind = price_version_id, upstream_kind
@@ -139,7 +142,7 @@ class Receipt:
         """A route's wallet or budget could not pay. While nothing is held, the
         refused wallet is the one the receipt names; an earlier route's hold
         keeps its place otherwise."""
-        if self.hold_id is None:
+        if self.route_id is None:
             self.wallet_id, self.currency = wallet_id, currency
 
     def settle(
@@ -182,14 +185,11 @@ class Receipt:
         self.error = error
         self.charge_policy = POLICY_REJECTED
 
-    def interrupt(self) -> None:
+    def interrupt(self, *, policy: str = POLICY_INTERRUPTED) -> None:
         """localgate stopped before the request finished; its hold is released.
         (Start-up recovery does the same to stored rows: store.receipts.interrupt_pending.)"""
-        self.status, self.charge_policy, self.error = (
-            "interrupted",
-            POLICY_INTERRUPTED,
-            INTERRUPTED_ERROR,
-        )
+        self.status, self.charge_policy, self.error = "interrupted", policy, INTERRUPTED_ERROR
+        self.http_status = 503
 
     # -- what the caller is told -----------------------------------------------------
 
@@ -264,16 +264,20 @@ _PLAIN_FIELDS = tuple(
 )
 
 
-# Credentials that could reach free text: our keys, upstream keys, bearer tokens.
+# Credentials that could reach free text: our keys, upstream keys, bearer tokens,
+# and the admin token, which has no prefix: it is secrets.token_urlsafe(32)
+# (config_files.admin_token), 43 URL-safe base64 characters standing alone.
 _SECRETS = re.compile(
     r"(?P<bearer>(?i:bearer)\s+)[^\s\"',;]+"
     r"|(?P<prefix>lg_|sk-ant-|sk-proj-|sk-|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|AIza)"
     r"[A-Za-z0-9_\-]{12,}"
+    r"|(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"
 )
 
 
 def mask_secrets(text: str | None) -> str | None:
-    """``text`` with API keys and bearer tokens replaced by their prefix and an ellipsis."""
+    """``text`` with API keys, bearer tokens and anything shaped like the admin token
+    replaced by their prefix (if any) and an ellipsis."""
     if not text:
         return text
-    return _SECRETS.sub(lambda m: (m.group("bearer") or m.group("prefix")) + "…", text)
+    return _SECRETS.sub(lambda m: (m.group("bearer") or m.group("prefix") or "") + "…", text)

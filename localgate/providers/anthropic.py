@@ -50,7 +50,6 @@ class AnthropicEventStream(OpenAIStream):
         super().__init__(response, channel_id)
         self._events = AnthropicToChatChunks()
         self._out: deque[StreamEvent] = deque()
-        self._delivered = False
 
     async def __anext__(self) -> StreamEvent:
         out, pending = self._out, self._pending
@@ -66,9 +65,9 @@ class AnthropicEventStream(OpenAIStream):
             except UpstreamError as exc:
                 await self.aclose()
                 exc.message = f"channel {self._channel_id}: {exc.message}"
-                exc.retryable = not self._delivered
+                exc.retryable = self._seen == 0
                 raise
-        self._delivered = True
+        self._seen += 1
         return out.popleft()
 
     async def _end(self) -> None:
@@ -76,7 +75,8 @@ class AnthropicEventStream(OpenAIStream):
         if self.completed:
             raise StopAsyncIteration
         raise UpstreamError(
-            f"channel {self._channel_id}: stream cut: the upstream ended it before message_stop"
+            f"channel {self._channel_id}: stream cut: the upstream ended it before message_stop",
+            retryable=self._seen == 0,
         )
 
     def _feed(self, event: SSEEvent) -> list[dict[str, Any]]:
@@ -183,7 +183,9 @@ class AnthropicProvider(Provider):
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise transport_error(channel_id, exc) from exc
         if not 200 <= resp.status_code < 300:
-            raise status_error(channel_id, resp.status_code, resp.content, secret=key)
+            raise status_error(
+                channel_id, resp.status_code, resp.content, secret=key, headers=resp.headers
+            )
         try:
             body = json.loads(resp.content)
         except ValueError:

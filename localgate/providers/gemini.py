@@ -244,7 +244,12 @@ class StreamTranslator:
 
 
 def gemini_status_error(
-    channel_id: str, status: int, content: bytes, *, secret: str | None
+    channel_id: str,
+    status: int,
+    content: bytes,
+    *,
+    secret: str | None,
+    headers: Mapping[str, str] | None = None,
 ) -> UpstreamError:
     """status_error, after unwrapping the one-element array some Gemini
     endpoints wrap their ``{"error": {"code", "message", "status"}}`` in."""
@@ -254,7 +259,7 @@ def gemini_status_error(
         data = None
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         content = json.dumps(data[0]).encode()
-    return status_error(channel_id, status, content, secret=secret)
+    return status_error(channel_id, status, content, secret=secret, headers=headers)
 
 
 class GeminiStream(OpenAIStream):
@@ -278,7 +283,6 @@ class GeminiStream(OpenAIStream):
         self._translator = StreamTranslator(model)
         self._include_usage = include_usage
         self._out: deque[StreamEvent] = deque()
-        self._relayed = False  # an event reached the caller: failures are final
 
     async def __anext__(self) -> StreamEvent:
         out = self._out
@@ -291,7 +295,7 @@ class GeminiStream(OpenAIStream):
                 await self._end()
             else:
                 await self._read()
-        self._relayed = True
+        self._seen += 1
         return out.popleft()
 
     async def _translate(self, event: SSEEvent) -> None:
@@ -308,7 +312,7 @@ class GeminiStream(OpenAIStream):
                 f"channel {self._channel_id}: upstream sent an error instead of an answer: "
                 f"{error_detail(text)}",
                 status=200,
-                retryable=not self._relayed,
+                retryable=self._seen == 0,
                 body=text,
             )
         for chunk in self._translator.feed(fragment):
@@ -324,7 +328,8 @@ class GeminiStream(OpenAIStream):
         if not self._translator.finished:
             raise UpstreamError(
                 f"channel {self._channel_id}: stream cut: the upstream ended it before "
-                "a finishReason"
+                "a finishReason",
+                retryable=self._seen == 0,
             )
         usage_chunk = self._translator.usage_chunk() if self._include_usage else None
         if usage_chunk is not None:
@@ -388,7 +393,11 @@ class GeminiProvider(Provider):
             raise transport_error(channel_id, exc) from exc
         if not 200 <= resp.status_code < 300:
             raise gemini_status_error(
-                channel_id, resp.status_code, resp.content, secret=self.channel.api_key
+                channel_id,
+                resp.status_code,
+                resp.content,
+                secret=self.channel.api_key,
+                headers=resp.headers,
             )
         try:
             data = json.loads(resp.content)

@@ -71,16 +71,30 @@ def redact(content: bytes, secret: str | None) -> str:
 
 
 def status_error(
-    channel_id: str, status: int, content: bytes, *, secret: str | None = None
+    channel_id: str,
+    status: int,
+    content: bytes,
+    *,
+    secret: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> UpstreamError:
     text = redact(content, secret)
     detail = error_detail(text) or "(empty body)"
-    return UpstreamError(
+    error = UpstreamError(
         f"channel {channel_id}: upstream answered HTTP {status}: {detail}",
         status=status,
         retryable=is_retryable_status(status),
         body=text,
     )
+    error.retry_after = retry_after_seconds((headers or {}).get("retry-after"))
+    return error
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """An upstream's ``Retry-After`` in whole seconds (delta form; a date is ignored)."""
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 9:
+        return None
+    return int(value.strip())
 
 
 def transport_error(channel_id: str, exc: Exception, *, mid_stream: bool = False) -> UpstreamError:
@@ -140,7 +154,7 @@ async def open_events(
     finally:
         await resp.aclose()
     if resp.status_code != 200:
-        raise on_status(channel_id, resp.status_code, body, secret=secret)
+        raise on_status(channel_id, resp.status_code, body, secret=secret, headers=resp.headers)
     text = redact(body, secret)
     raise UpstreamError(
         f"channel {channel_id}: upstream answered a stream request with JSON "
@@ -181,6 +195,7 @@ class OpenAIStream(UpstreamStream):
         self._channel_id = channel_id
         self._eof = False
         self._closed = False
+        self._seen = 0  # events handed on: before the first, a failure is retryable
 
     async def __anext__(self) -> StreamEvent:
         pending = self._pending
@@ -190,7 +205,9 @@ class OpenAIStream(UpstreamStream):
             if self._eof:
                 await self._end()
             await self._read()
-        return self._classify(pending.popleft())
+        event = self._classify(pending.popleft())
+        self._seen += 1
+        return event
 
     async def _read(self) -> None:
         try:
@@ -204,7 +221,7 @@ class OpenAIStream(UpstreamStream):
             await self.aclose()
             if self.completed or closed_here:  # nothing lost: [DONE] arrived, or we hung up
                 return
-            raise transport_error(self._channel_id, exc, mid_stream=True) from exc
+            raise transport_error(self._channel_id, exc, mid_stream=self._seen > 0) from exc
         else:
             self._pending.extend(self._decoder.feed(chunk))
 
@@ -216,7 +233,8 @@ class OpenAIStream(UpstreamStream):
             raise StopAsyncIteration
         raise UpstreamError(
             f"channel {self._channel_id}: stream cut: the upstream ended it before "
-            "[DONE] or a finish_reason"
+            "[DONE] or a finish_reason",
+            retryable=self._seen == 0,
         )
 
     def _classify(self, event: SSEEvent) -> StreamEvent:
@@ -227,10 +245,23 @@ class OpenAIStream(UpstreamStream):
             self.completed = True
             return StreamEvent(event.raw, False, True)
         try:
-            usage_only = self.observe_chunk(json.loads(data))
+            chunk = json.loads(data)
+            if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+                raise self._error_chunk(chunk["error"])
+            usage_only = self.observe_chunk(chunk)
         except (ValueError, TypeError, AttributeError):
             usage_only = False  # not an OpenAI chunk: relay it, account nothing
         return StreamEvent(event.raw, usage_only)
+
+    def _error_chunk(self, error: object) -> UpstreamError:
+        """An error sent inside the stream (relays do this when they fail late):
+        the stream failed, whatever follows it ([DONE] included)."""
+        detail = error.get("message") if isinstance(error, dict) else error
+        return UpstreamError(
+            f"channel {self._channel_id}: the upstream sent an error in the stream: "
+            f"{str(detail)[:300]}",
+            retryable=self._seen == 0,
+        )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -255,7 +286,6 @@ class ResponsesStream(OpenAIStream):
 
     def __init__(self, response: httpx.Response, channel_id: str) -> None:
         super().__init__(response, channel_id)
-        self._relayed = 0
         self._sequence = -1  # the upstream's last sequence_number
 
     def error_event(self, exc: LocalgateError) -> bytes:
@@ -274,7 +304,8 @@ class ResponsesStream(OpenAIStream):
             raise StopAsyncIteration
         raise UpstreamError(
             f"channel {self._channel_id}: stream cut: the upstream ended it before "
-            "response.completed"
+            "response.completed",
+            retryable=self._seen == 0,
         )
 
     def _classify(self, event: SSEEvent) -> StreamEvent:
@@ -292,7 +323,6 @@ class ResponsesStream(OpenAIStream):
             self._parts.append(delta)  # text, arguments, reasoning: all billed output
         elif kind in TERMINAL_EVENTS or kind == "error":
             self._settle(kind, data)
-        self._relayed += 1
         return StreamEvent(event.raw, False, self.completed)
 
     def _settle(self, kind: str, data: dict[str, Any]) -> None:
@@ -312,7 +342,7 @@ class ResponsesStream(OpenAIStream):
             f"channel {self._channel_id}: the upstream failed the response: {message or kind}",
             status=200,
             # Nothing relayed yet: the caller saw nothing, another route may answer.
-            retryable=self._relayed == 0,
+            retryable=self._seen == 0,
             body=event_text(data),
         )
 
@@ -351,7 +381,13 @@ class OpenAIProvider(Provider):
             raise transport_error(channel_id, exc) from exc
         content = resp.content
         if not 200 <= resp.status_code < 300:
-            raise status_error(channel_id, resp.status_code, content, secret=self.channel.api_key)
+            raise status_error(
+                channel_id,
+                resp.status_code,
+                content,
+                secret=self.channel.api_key,
+                headers=resp.headers,
+            )
         try:
             body = json.loads(content)
         except ValueError as exc:

@@ -46,7 +46,7 @@ class HoldPlan:
 
 @dataclass(frozen=True)
 class HoldGrant:
-    hold_id: str
+    hold_id: str | None  # None on a free route: nothing held
     amount: int
     max_output: int  # output tokens the hold covers (what to send upstream if unset)
     balance: int
@@ -91,8 +91,13 @@ def begin(
             topup_url=plan.topup_url,
             purpose="needed for this request's hold (its worst-case cost)",
         )
-    hold_id = ledger_store.place_hold(
-        conn, plan.wallet_id, amount, owner=owner, receipt_id=receipt.id, key_id=policy.id
+    # A free route (zero prices) holds nothing: there is nothing to reserve or settle.
+    hold_id = (
+        ledger_store.place_hold(
+            conn, plan.wallet_id, amount, owner=owner, receipt_id=receipt.id, key_id=policy.id
+        )
+        if amount
+        else None
     )
     receipt.hold_granted(
         plan.route,
@@ -148,6 +153,8 @@ def finish(conn: sqlite3.Connection, receipt: Receipt, charge: int, memo: str) -
         receipt.booked(entry_id=entry.id, charged=charged, balance_after=entry.balance_after)
         if receipt.key_id and charged:
             key_store.add_spend(conn, receipt.key_id, receipt.currency or "", charged, time.time())
+    elif receipt.route_id is not None:  # a free route: nothing held, nothing charged
+        receipt.balance_after_micros = receipt.balance_before_micros
     if receipt.key_id:
         key_store.touch(conn, receipt.key_id)
     receipt_store.save(conn, receipt)

@@ -29,6 +29,7 @@ from localgate.core.pricing import Usage
 from localgate.core.receipts import (
     POLICY_CHARGED,
     POLICY_ESTIMATED,
+    POLICY_SHUTDOWN,
     Receipt,
     new_receipt_id,
     recognise_client,
@@ -43,8 +44,15 @@ from localgate.errors import (
     RateLimited,
     UpstreamError,
     WalletFrozen,
+    is_shutdown,
 )
-from localgate.providers.base import Provider, ProviderRequest, UpstreamResponse, UpstreamStream
+from localgate.providers.base import (
+    Provider,
+    ProviderRequest,
+    StreamEvent,
+    UpstreamResponse,
+    UpstreamStream,
+)
 from localgate.services import charging
 from localgate.services.catalog import CatalogView, Serving
 from localgate.services.inbound import INBOUND, Inbound
@@ -170,7 +178,15 @@ class Gateway(CatalogView):
     async def _close_out(self, receipt: Receipt, exc: BaseException) -> None:
         status = exc.http_status if isinstance(exc, LocalgateError) else 500
         message = str(exc) or type(exc).__name__
-        if receipt.hold_id is None:
+        if is_shutdown(exc):
+            receipt.interrupt(policy=POLICY_SHUTDOWN)
+            receipt.closed = True
+            if receipt.route_id is None:
+                await asyncio.shield(self.store.write(charging.record, receipt))
+            else:
+                await self._finish(receipt, 0, "interrupted by shutdown: not charged")
+            return
+        if receipt.route_id is None:  # refused before any route could pay
             if isinstance(exc, LocalgateError):
                 receipt.reject(status, message)
             else:
@@ -287,7 +303,7 @@ class Gateway(CatalogView):
             t0 = time.perf_counter()
             try:
                 if st.stream:
-                    upstream = await provider.open_stream(request)
+                    upstream, first = await self._open_stream(provider, request, st)
                 else:
                     response = await provider.complete(request)
             except UpstreamError as exc:
@@ -311,7 +327,7 @@ class Gateway(CatalogView):
             self.health.record_success(route.channel, latency, time.time())
             self._attempt(route, st, 200, None, latency, None)
             if st.stream:
-                return self._stream_reply(st, upstream)
+                return self._stream_reply(st, upstream, first)
             return await self._complete_reply(st, response)
         # Every remaining route was refused for money (wallet or budget). If an
         # earlier route failed upstream, that failure is the story; else the first refusal.
@@ -428,19 +444,19 @@ class Gateway(CatalogView):
                 f"({exc.status}); check the channel's API key in Settings or config.toml",
                 status=exc.status,
             )
-        elif exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-            http_status = exc.status  # the upstream refused the request itself
+        elif exc.status is not None and 400 <= exc.status < 500:
+            # The upstream refused the request itself, or (429) has no room for it now:
+            # SDKs retry a 429 after its Retry-After, so it is relayed as one.
+            http_status = exc.status
         else:
             http_status = 504 if exc.timeout else 502
         receipt.fail(http_status, str(exc), self._elapsed_ms(st))
         await self._finish(receipt, 0, "failed upstream: not charged")
         if http_status < 500:
             if exc.body and not st.translated:  # the upstream's own words, in the caller's API
-                return Reply(
-                    http_status,
-                    {"content-type": "application/json", **receipt.headers()},
-                    exc.body.encode(),
-                )
+                headers = {**exc.response_headers(), **receipt.headers()}
+                headers["content-type"] = "application/json"
+                return Reply(http_status, headers, exc.body.encode())
             message = f"{exc}. Not charged."  # another API's body: say it in the caller's
         else:
             summary = "; ".join(
@@ -452,7 +468,9 @@ class Gateway(CatalogView):
                 f"{'s' if retried else ''}: {summary}. Not charged."
             )
         error = UpstreamError(message, status=http_status, timeout=exc.timeout)
-        error.http_status = http_status
+        error.http_status, error.retry_after = http_status, exc.retry_after
+        if http_status == 429:
+            error.code = "upstream_rate_limited"
         raise error
 
     async def _complete_reply(self, st: Attempted, response: UpstreamResponse) -> Reply:
@@ -488,13 +506,33 @@ class Gateway(CatalogView):
     def _elapsed_ms(st: Attempted) -> int:
         return round((time.perf_counter() - st.started) * 1000)
 
-    def _stream_reply(self, st: Attempted, upstream: UpstreamStream) -> Reply:
+    async def _open_stream(
+        self, provider: Provider, request: ProviderRequest, st: Attempted
+    ) -> tuple[UpstreamStream, StreamEvent]:
+        """The stream and its first event. Nothing is answered before that event
+        arrives, so a stream that fails before it (reset, cut, an error event)
+        falls over to the next route like a whole answer would, uncharged."""
+        upstream = await provider.open_stream(request)
         if st.translated:
             upstream = st.api.stream_from_chat(upstream, st.body, st.input_tokens)
+        try:
+            return upstream, await upstream.__anext__()
+        except StopAsyncIteration:
+            await upstream.aclose()
+            raise UpstreamError(
+                f"channel {provider.channel.id}: the stream ended before its first event",
+                retryable=True,
+            ) from None
+        except BaseException:
+            await upstream.aclose()
+            raise
+
+    def _stream_reply(self, st: Attempted, upstream: UpstreamStream, first: StreamEvent) -> Reply:
         relay = StreamRelay(
             upstream,
             st.receipt,
             functools.partial(self._settle, st),
+            first=first,
             started=st.started,
             input_tokens=st.input_tokens,
             wants_usage=st.wants_usage,

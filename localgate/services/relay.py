@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from localgate import tokens
 from localgate.core.pricing import Usage
@@ -28,10 +28,11 @@ from localgate.core.receipts import (
     POLICY_CHARGED,
     POLICY_CUT,
     POLICY_ESTIMATED,
+    POLICY_SHUTDOWN_STREAM,
     Receipt,
 )
-from localgate.errors import UpstreamError
-from localgate.providers.base import UpstreamStream
+from localgate.errors import UpstreamError, is_shutdown
+from localgate.providers.base import StreamEvent, UpstreamStream
 
 DRAIN_SECONDS = 0.5
 
@@ -46,6 +47,7 @@ class StreamRelay:
         receipt: Receipt,
         settle: Settle,
         *,
+        first: StreamEvent | None = None,
         started: float,
         input_tokens: int,
         wants_usage: bool,
@@ -56,6 +58,7 @@ class StreamRelay:
         self._started = started
         self._input_tokens = input_tokens
         self._wants_usage = wants_usage
+        self._first = first  # read already (the gateway waits for it before answering)
         self._closing: asyncio.Future[None] | None = None
 
     async def pump(self, write: Callable[[bytes], Awaitable[None]]) -> None:
@@ -63,7 +66,7 @@ class StreamRelay:
         cut: UpstreamError | None = None
         last: bytes | None = None
         try:
-            async for event in self.upstream:
+            async for event in self._events():
                 if event.done:
                     last = event.raw
                     await self._drain()
@@ -75,10 +78,10 @@ class StreamRelay:
                 await write(event.raw)
         except UpstreamError as exc:
             cut = exc
-        except BaseException:
+        except BaseException as exc:
             # The client went away (or the server is stopping): stop the upstream
             # now and charge what was delivered, then let the cancellation go on.
-            await self.close("client_canceled")
+            await self.close("interrupted" if is_shutdown(exc) else "client_canceled")
             raise
         await self.close("cut" if cut else "done", cut)
         if cut is not None:
@@ -86,6 +89,13 @@ class StreamRelay:
         await write(self.receipt.sse_comment())
         if last is not None:
             await write(last)
+
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for event in self.upstream:
+            yield event
 
     async def _drain(self) -> None:
         """Read the upstream body to its end after the last event (briefly), so its
@@ -119,6 +129,9 @@ class StreamRelay:
         elif outcome == "cut":
             self.receipt.error = f"upstream stream cut: {cut}"
             await self._settle(usage, "failed", POLICY_CUT, 502)
+        elif outcome == "interrupted":
+            self.receipt.error = "localgate stopped before the stream finished"
+            await self._settle(usage, "interrupted", POLICY_SHUTDOWN_STREAM, 503)
         else:
             self.receipt.error = "the client disconnected before the stream finished"
             policy = POLICY_CANCELED_UPSTREAM if reported else POLICY_CANCELED

@@ -26,8 +26,10 @@ from localgate.errors import (
     LocalgateError,
     MethodNotAllowed,
     NotFound,
+    ShuttingDown,
     TooLarge,
     error_payload,
+    is_shutdown,
 )
 from localgate.services.inbound import INBOUND, Messages
 from localgate.services.proxy import Caller, Gateway, Reply
@@ -171,7 +173,14 @@ async def _dispatch(
             await send_bytes(send, 200, json.dumps(data).encode(), {})
             return
         body = parse_json_object(raw, api.required)
-        reply = await gateway.handle(api.endpoint, body, caller)
+        try:
+            reply = await gateway.handle(api.endpoint, body, caller)
+        except asyncio.CancelledError as exc:
+            if not is_shutdown(exc):
+                raise
+            # Stopping, not a client gone: the caller is still there to be told.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            raise ShuttingDown("localgate is restarting or stopping; retry shortly") from None
         if reply.relay is not None:
             await send_stream(reply, send, receive)
         else:

@@ -37,6 +37,8 @@ from types import FrameType
 
 import uvicorn
 
+from localgate.errors import SHUTDOWN_REASON
+
 log = logging.getLogger("localgate.server")
 
 # How long requests in flight may run on after a stop signal before they are
@@ -114,7 +116,7 @@ class GracefulServer(uvicorn.Server):
                 len(tasks),
             )
             for task in tasks:
-                task.cancel(msg="localgate is shutting down")
+                task.cancel(msg=SHUTDOWN_REASON)
             await asyncio.wait(tasks, timeout=SETTLE_TIMEOUT_SECONDS)
         # Only now may the app release what is still held and close the store.
         await self.lifespan.shutdown()
